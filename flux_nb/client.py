@@ -1,0 +1,876 @@
+"""The one client every front end uses: fal's queue protocol over httpx.
+
+:class:`AsyncFluxClient` does the work; :class:`FluxClient` is its sync twin, running it on
+flux-nb's background loop (see :mod:`flux_nb._loop`) so it works in scripts, IPython and inside a
+running Jupyter kernel alike. A generation is: submit -> follow the status stream (SSE; polling with
+backoff only if the server has no stream) -> fetch the result -> download every image at once ->
+persist to the local store -> return a :class:`~flux_nb.result.FluxResult`.
+
+Retry policy (see docs/reliability.md):
+
+- status, stream, result, cancel and image downloads are idempotent: connection errors, 408, 429
+  (honouring ``Retry-After``) and 5xx are retried with bounded, jittered exponential backoff, within
+  the call's deadline;
+- a submit is re-sent only when it surely did not create a job: the connection was never made, or
+  the server answered with an error status (it refused the job). If the request went out and the
+  answer was lost (dropped connection, read timeout) the job may exist, so flux-nb raises
+  :class:`~flux_nb.errors.FluxAmbiguousSubmitError` instead of risking a second, billed job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import mimetypes
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from . import _loop
+from .backend import Backend, resolve_backend
+from .errors import (
+    FluxAmbiguousSubmitError,
+    FluxCancelledError,
+    FluxConnectionError,
+    FluxError,
+    FluxHTTPError,
+    FluxInputError,
+    FluxJobFailedError,
+    FluxNotFoundError,
+    FluxProtocolError,
+    FluxTimeoutError,
+)
+from .params import APP_ID, FluxRequest, LoraWeight
+from .protocol import (
+    COMPLETED,
+    RETRY_STATUS,
+    JobHandle,
+    JobStatus,
+    Output,
+    RetryPolicy,
+    decode_data_uri,
+    error_from_response,
+    parse_handle,
+    parse_output,
+    parse_status,
+    stream_url,
+    submit_url,
+    with_logs,
+)
+from .result import FluxImage, FluxResult
+
+__all__ = [
+    "AsyncFluxClient",
+    "FluxClient",
+    "JobHandle",
+    "JobStatus",
+    "get_client",
+    "reset_default_client",
+    "generate",
+    "agenerate",
+]
+
+log = logging.getLogger("flux_nb")
+
+StatusCallback = Callable[[JobStatus], Any]
+
+#: Largest image flux-nb will download or decode (bytes and pixels): guards against hostile answers.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+MAX_JSON_BYTES = 32 * 1024 * 1024
+
+_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _is_local_file(path: str) -> bool:
+    if "://" in path:
+        return False
+    try:
+        return Path(path).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _inspect_image(data: bytes, claimed_type: str | None) -> tuple[int, int, str]:
+    """Check that ``data`` is a whole, sane image; return (width, height, content type)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise FluxProtocolError(f"the server sent a {width}x{height} image, larger than flux-nb accepts")
+            fmt = (image.format or "").upper()
+            image.load()  # a truncated file fails here
+    except FluxProtocolError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise FluxProtocolError(f"an image from the server is not a valid image ({type(exc).__name__})") from None
+    ctype = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(fmt, claimed_type or "image/jpeg")
+    return width, height, ctype
+
+
+class AsyncFluxClient:
+    """Async client for ``fal-ai/flux-lora`` and fal-compatible servers.
+
+    Args:
+        endpoint: ``"fal"``, ``"embedded"``, or a server URL; None reads the environment
+            (see :mod:`flux_nb.backend`).
+        key: API key; None reads ``FAL_KEY`` (or ``FLUX_NB_TOKEN`` for a custom endpoint).
+        timeout: overall deadline in seconds for one generation, queueing included.
+        request_timeout: deadline for one HTTP call (connect + whole answer).
+        retry: backoff policy for retried calls.
+        transport: an httpx async transport (tests, custom networking); the embedded backend
+            makes its own.
+        store: where results are persisted: None for the default store, False for none.
+        app_id: the fal app, ``fal-ai/flux-lora``.
+        allow_insecure_http: allow a plain-http endpoint on a non-loopback host.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 900.0,
+        request_timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        store: Any = None,
+        app_id: str = APP_ID,
+        allow_insecure_http: bool = False,
+        announce: bool = False,
+    ):
+        self.backend: Backend = resolve_backend(endpoint, key, allow_insecure_http=allow_insecure_http)
+        self.app_id = app_id
+        self.timeout = float(timeout)
+        self.request_timeout = float(request_timeout)
+        self.retry = retry or RetryPolicy()
+        self._transport = transport
+        self._store_option = store
+        self._http: httpx.AsyncClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
+        self._lifespan: Any = None
+        self._embedded_app: Any = None
+        self._start_lock: asyncio.Lock | None = None
+        self._uploads: dict[str, str] = {}  # sha256 of a LoRA file -> uploaded URL
+        self._announce = announce
+        #: HTTP calls made, by kind (submit, status, stream, result, cancel, image, upload).
+        self.counters: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<AsyncFluxClient {self.backend.describe()}>"
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        if self._store_option is False:
+            return None
+        if self._store_option is not None:
+            return self._store_option
+        try:
+            from .store import get_store
+        except ImportError:  # pragma: no cover - the store module is part of the package
+            return None
+        return get_store()
+
+    async def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._http is not None and self._http_loop is loop:
+            return self._http
+        if self._http is not None and self._http_loop is not loop:
+            raise FluxError(
+                "this AsyncFluxClient is bound to another event loop; create one client per loop "
+                "(or use FluxClient / flux_nb.agenerate, which share flux-nb's own loop)"
+            )
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._http is None:
+                transport = self._transport
+                if transport is None and self.backend.kind == "embedded":
+                    transport = await self._start_embedded()
+                limits = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=4.0)
+                self._http = httpx.AsyncClient(
+                    transport=transport,
+                    limits=limits,
+                    timeout=httpx.Timeout(self.request_timeout, connect=min(10.0, self.request_timeout)),
+                    follow_redirects=False,
+                    headers={"User-Agent": "flux-nb/0.1"},
+                    trust_env=self.backend.kind == "fal",
+                )
+                self._http_loop = loop
+                if self._announce:
+                    print(f"flux-nb: {self.backend.describe()}", file=sys.stderr)
+        return self._http
+
+    async def _start_embedded(self) -> httpx.AsyncBaseTransport:
+        from ._asgi import AppLifespan, StreamingASGITransport
+        from .server.app import create_app
+        from .server.engines import load_engine
+
+        self._embedded_app = create_app(load_engine("preview"), workers=4)
+        self._lifespan = AppLifespan(self._embedded_app)
+        await self._lifespan.startup()
+        return StreamingASGITransport(self._embedded_app)
+
+    async def aclose(self) -> None:
+        """Close connections (and stop the embedded server, if this client started one)."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+            self._lifespan = None
+
+    async def __aenter__(self) -> "AsyncFluxClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def _count(self, kind: str) -> None:
+        self.counters[kind] = self.counters.get(kind, 0) + 1
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        kind: str,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+        request_id: str | None = None,
+        deadline: float | None = None,
+        accept_status: tuple[int, ...] = (),
+    ) -> "_Answer":
+        """One API call with retries; answers 2xx (or ``accept_status``) or raises a FluxError."""
+        http = await self._client()
+        all_headers = dict(self.backend.auth_headers_for(url))
+        all_headers.update(headers or {})
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise FluxTimeoutError(f"{kind} did not finish before the deadline", request_id=request_id)
+            limit = self.request_timeout if remaining is None else min(self.request_timeout, remaining)
+            self._count(kind)
+            try:
+                response = await asyncio.wait_for(
+                    self._request(http, method, url, json_body, content, all_headers), timeout=limit
+                )
+            except asyncio.TimeoutError:
+                error: Exception = FluxTimeoutError(
+                    f"{kind} got no complete answer within {limit:.0f} s", request_id=request_id
+                )
+                if not idempotent:
+                    raise FluxAmbiguousSubmitError(
+                        f"the {kind} was sent but its answer did not arrive within {limit:.0f} s; the job "
+                        "may exist on the server, so it was not sent again",
+                        request_id=request_id,
+                    ) from None
+                retry_after = None
+            except _CONNECT_ERRORS as exc:
+                error = FluxConnectionError(
+                    f"could not connect to {urlsplit(url).netloc} ({type(exc).__name__})", request_id=request_id
+                )
+                retry_after = None
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise FluxAmbiguousSubmitError(
+                        f"the connection dropped after the {kind} was sent ({type(exc).__name__}); the job "
+                        "may exist on the server, so it was not sent again",
+                        request_id=request_id,
+                    ) from None
+                error = FluxConnectionError(
+                    f"the connection to {urlsplit(url).netloc} failed during {kind} ({type(exc).__name__})",
+                    request_id=request_id,
+                )
+                retry_after = None
+            else:
+                if response.status_code < 300 or response.status_code in accept_status:
+                    return response
+                if 300 <= response.status_code < 400:
+                    raise FluxProtocolError(
+                        f"the server redirected the {kind} (HTTP {response.status_code}); flux-nb does not "
+                        "follow redirects on API calls",
+                        request_id=request_id,
+                    )
+                http_error = error_from_response(
+                    response.status_code, response.headers, response.content, request_id=request_id, what=kind
+                )
+                # Only transient statuses are retried; an answer with an error status means the
+                # server did not take the job, so even a submit may be re-sent.
+                if response.status_code not in RETRY_STATUS:
+                    raise http_error
+                error = http_error
+                retry_after = getattr(http_error, "retry_after", None)
+            if attempt >= self.retry.attempts:
+                raise error
+            delay = self.retry.delay(attempt, retry_after)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise error
+            log.debug("retrying %s after %s (%.2f s)", kind, type(error).__name__, delay)
+            await asyncio.sleep(delay)
+
+    async def _request(
+        self,
+        http: httpx.AsyncClient,
+        method: str,
+        url: str,
+        json_body: Any,
+        content: bytes | None,
+        headers: Mapping[str, str],
+    ) -> "_Answer":
+        request = http.build_request(method, url, json=json_body, content=content, headers=headers)
+        response = await http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_JSON_BYTES:
+                    raise FluxProtocolError(f"the server's answer to {urlsplit(url).path} is larger than flux-nb accepts")
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return _Answer(response.status_code, response.headers, b"".join(chunks))
+
+    @staticmethod
+    def _json(response: "_Answer", what: str, request_id: str | None = None) -> Any:
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise FluxProtocolError(f"the server's {what} is not valid JSON", request_id=request_id) from None
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else float(timeout))
+
+    # -- protocol operations ------------------------------------------------------------------
+
+    async def submit(self, request: FluxRequest, *, timeout: float | None = None) -> JobHandle:
+        """Queue a job; returns its handle. Local LoRA files are uploaded first."""
+        request = await self._prepare(request)
+        url = submit_url(self.backend.queue_url, self.app_id)
+        response = await self._send(
+            "POST",
+            url,
+            kind="submit",
+            json_body=request.to_dict(),
+            idempotent=False,
+            deadline=self._deadline(timeout if timeout is not None else self.request_timeout * 4),
+        )
+        return parse_handle(self._json(response, "submit answer"))
+
+    async def status(self, handle: JobHandle, *, logs: bool = True, started: float | None = None) -> JobStatus:
+        """The job's current status (one GET)."""
+        url = with_logs(handle.status_url) if logs else handle.status_url
+        response = await self._send(
+            "GET", url, kind="status", request_id=handle.request_id, deadline=self._deadline(self.request_timeout * 4)
+        )
+        elapsed = time.monotonic() - started if started else 0.0
+        return parse_status(self._json(response, "status", handle.request_id), request_id=handle.request_id, elapsed=elapsed)
+
+    async def stream_status(
+        self, handle: JobHandle, *, started: float | None = None, deadline: float | None = None
+    ) -> AsyncIterator[JobStatus]:
+        """Status events until the job completes: the SSE stream, or polling where there is none.
+
+        A dropped stream is re-opened (it is idempotent); a server without the stream endpoint is
+        polled with backoff from 0.2 s up to 2 s.
+        """
+        started = started or time.monotonic()
+        deadline = deadline or self._deadline(None)
+        use_stream = True
+        failures = 0
+        poll_wait = 0.2
+        while True:
+            if time.monotonic() >= deadline:
+                raise FluxTimeoutError("the job did not finish before the deadline", request_id=handle.request_id)
+            if use_stream:
+                try:
+                    async for status in self._sse(handle, started, deadline):
+                        failures = 0
+                        yield status
+                        if status.done:
+                            return
+                    # The stream ended without COMPLETED: ask once, then re-open it.
+                    status = await self.status(handle, started=started)
+                    yield status
+                    if status.done:
+                        return
+                except FluxHTTPError as exc:
+                    # No stream endpoint here: poll instead (an unknown job then fails with 404 there).
+                    if exc.status_code in (404, 405, 501):
+                        use_stream = False
+                        continue
+                    raise
+                except (FluxConnectionError, FluxProtocolError):
+                    failures += 1
+                    if failures >= self.retry.attempts:
+                        raise
+                    await asyncio.sleep(self.retry.delay(failures))
+                continue
+            status = await self.status(handle, started=started)
+            yield status
+            if status.done:
+                return
+            await asyncio.sleep(min(poll_wait, max(0.0, deadline - time.monotonic())))
+            poll_wait = min(2.0, poll_wait * 1.5)
+
+    async def _sse(self, handle: JobHandle, started: float, deadline: float) -> AsyncIterator[JobStatus]:
+        http = await self._client()
+        url = stream_url(handle.status_url)
+        headers = {"Accept": "text/event-stream", **self.backend.auth_headers_for(url)}
+        # Read timeout above the server's 15 s keep-alive comments; the deadline bounds the rest.
+        timeout = httpx.Timeout(self.request_timeout, read=max(45.0, self.request_timeout))
+        attempt = 0
+        while True:
+            attempt += 1
+            self._count("stream")
+            try:
+                request = http.build_request("GET", url, headers=headers, timeout=timeout)
+                response = await asyncio.wait_for(http.send(request, stream=True), deadline - time.monotonic())
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                raise FluxTimeoutError("the job did not finish before the deadline", request_id=handle.request_id) from None
+            except httpx.TransportError as exc:
+                raise FluxConnectionError(f"status stream failed ({type(exc).__name__})", request_id=handle.request_id) from None
+            try:
+                if response.status_code != 200:
+                    body = await response.aread()
+                    error = error_from_response(
+                        response.status_code, response.headers, body, request_id=handle.request_id, what="status stream"
+                    )
+                    if response.status_code in RETRY_STATUS and attempt < self.retry.attempts:
+                        await asyncio.sleep(self.retry.delay(attempt, getattr(error, "retry_after", None)))
+                        continue
+                    raise error
+                async for data in _iter_sse_data(response, deadline, handle.request_id):
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        raise FluxProtocolError("a status event is not valid JSON", request_id=handle.request_id) from None
+                    yield parse_status(payload, request_id=handle.request_id, elapsed=time.monotonic() - started)
+                return
+            except httpx.TransportError as exc:
+                raise FluxConnectionError(f"status stream dropped ({type(exc).__name__})", request_id=handle.request_id) from None
+            finally:
+                await response.aclose()
+
+    async def result(self, handle: JobHandle, request: FluxRequest | None = None) -> FluxResult:
+        """Fetch a completed job's output and download its images (concurrently)."""
+        response = await self._send(
+            "GET", handle.response_url, kind="result", request_id=handle.request_id,
+            deadline=self._deadline(self.request_timeout * 4),
+        )
+        output = parse_output(self._json(response, "result", handle.request_id), request_id=handle.request_id)
+        if request is None:
+            request = FluxRequest(output.prompt or "(unknown prompt)")
+        return await self._build_result(handle.request_id, output, request)
+
+    async def cancel(self, handle: JobHandle) -> str:
+        """Ask the server to cancel; returns CANCELLATION_REQUESTED, ALREADY_COMPLETED or NOT_FOUND."""
+        response = await self._send(
+            "PUT", handle.cancel_url, kind="cancel", request_id=handle.request_id,
+            deadline=self._deadline(self.request_timeout), accept_status=(400, 404),
+        )
+        try:
+            status = self._json(response, "cancel answer", handle.request_id).get("status")
+        except (FluxProtocolError, AttributeError):
+            status = None
+        if isinstance(status, str):
+            return status
+        return {400: "ALREADY_COMPLETED", 404: "NOT_FOUND"}.get(response.status_code, "CANCELLATION_REQUESTED")
+
+    # -- the whole round trip -----------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        request: FluxRequest | None = None,
+        on_status: StatusCallback | None = None,
+        cache: bool = True,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> FluxResult:
+        """Generate images: submit, follow progress, fetch, download, persist, return.
+
+        ``fields`` are request fields (aliases such as ``steps``/``guidance``/``size`` work).
+        With ``cache=True`` and an explicit seed, a finished identical request is served from the
+        local store without contacting the server. ``on_status`` receives every status update.
+        Cancelling the awaiting task (Ctrl-C in the sync API) cancels the job on the server.
+        """
+        if request is None:
+            request = FluxRequest(prompt, **fields)
+        elif prompt is not None or fields:
+            request = request.replace(**({"prompt": prompt} if prompt is not None else {}), **fields)
+        store = self.store
+        if cache and store is not None and request.seed is not None:
+            hit = await asyncio.to_thread(store.lookup, request)
+            if hit is not None:
+                return hit
+        deadline = self._deadline(timeout)
+        started = time.monotonic()
+        handle = await self.submit(request, timeout=max(1.0, min(deadline - time.monotonic(), self.request_timeout * 4)))
+        if store is not None:
+            await asyncio.to_thread(_journal, store, "journal_submit", request, self._journal_info(handle))
+        return await self._follow(handle, request, on_status=on_status, deadline=deadline, started=started)
+
+    async def fetch(self, handle: JobHandle | Mapping[str, str], request: FluxRequest, *, timeout: float | None = None) -> FluxResult:
+        """Finish a job submitted earlier (e.g. before a kernel restart): wait, fetch, persist."""
+        if not isinstance(handle, JobHandle):
+            handle = JobHandle(
+                request_id=handle["request_id"],
+                status_url=handle["status_url"],
+                response_url=handle["response_url"],
+                cancel_url=handle["cancel_url"],
+            )
+        return await self._follow(handle, request, on_status=None, deadline=self._deadline(timeout), started=time.monotonic())
+
+    async def _follow(
+        self,
+        handle: JobHandle,
+        request: FluxRequest,
+        *,
+        on_status: StatusCallback | None,
+        deadline: float,
+        started: float,
+    ) -> FluxResult:
+        store = self.store
+        try:
+            final: JobStatus | None = None
+            async for status in self.stream_status(handle, started=started, deadline=deadline):
+                if on_status is not None:
+                    _call_quietly(on_status, status)
+                final = status
+            if final is not None and final.error:
+                await self._raise_job_error(handle, final)
+            result = await self.result(handle, request)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancel_quietly(handle))
+            raise
+        except FluxTimeoutError:
+            await asyncio.shield(self._cancel_quietly(handle))
+            raise
+        except (FluxJobFailedError, FluxInputError, FluxCancelledError, FluxNotFoundError):
+            if store is not None:
+                await asyncio.to_thread(_journal, store, "journal_done", handle.request_id)
+            raise
+        if store is not None:
+            result = await asyncio.to_thread(_persist, store, result)
+        return result
+
+    async def _raise_job_error(self, handle: JobHandle, status: JobStatus) -> None:
+        # The result endpoint replays the model's own error (e.g. 422 naming a LoRA): prefer it.
+        try:
+            await self._send(
+                "GET", handle.response_url, kind="result", request_id=handle.request_id,
+                deadline=self._deadline(self.request_timeout),
+            )
+        except FluxInputError:
+            raise
+        except FluxError:
+            pass
+        if status.error_type in {"request_cancelled", "cancelled"}:
+            raise FluxCancelledError("the job was cancelled on the server", request_id=handle.request_id)
+        raise FluxJobFailedError(f"the job failed: {status.error}", error_type=status.error_type, request_id=handle.request_id)
+
+    async def _cancel_quietly(self, handle: JobHandle) -> None:
+        try:
+            await asyncio.wait_for(self.cancel(handle), 10.0)
+        except (FluxError, asyncio.TimeoutError, httpx.HTTPError):
+            log.warning("could not cancel request %s on the server", handle.request_id)
+        store = self.store
+        if store is not None:
+            await asyncio.to_thread(_journal, store, "journal_done", handle.request_id)
+
+    def _journal_info(self, handle: JobHandle) -> dict[str, str]:
+        return {**handle.to_dict(), "endpoint": self.backend.queue_url, "backend": self.backend.kind}
+
+    # -- images -------------------------------------------------------------------------------
+
+    async def _build_result(self, request_id: str, output: Output, request: FluxRequest) -> FluxResult:
+        downloads = [self._download(ref.url, request_id) for ref in output.images]
+        payloads = await asyncio.gather(*downloads)
+        images = []
+        for i, (ref, (data, ctype)) in enumerate(zip(output.images, payloads)):
+            width, height, ctype = await asyncio.to_thread(_inspect_image, data, ctype or ref.content_type)
+            images.append(
+                FluxImage(
+                    data=data,
+                    content_type=ctype,
+                    width=width,
+                    height=height,
+                    url=None if ref.url.startswith("data:") else ref.url,
+                    file_name=ref.file_name,
+                    nsfw=output.has_nsfw_concepts[i] if i < len(output.has_nsfw_concepts) else False,
+                )
+            )
+        return FluxResult(
+            images=images,
+            seed=output.seed,
+            request=request,
+            prompt=output.prompt or request.prompt,
+            has_nsfw_concepts=list(output.has_nsfw_concepts),
+            timings=dict(output.timings),
+            request_id=request_id,
+            backend=self.backend.kind,
+        )
+
+    async def _download(self, url: str, request_id: str) -> tuple[bytes, str | None]:
+        if url.startswith("data:"):
+            if len(url) > MAX_IMAGE_BYTES * 2:
+                raise FluxProtocolError("a data URI in the result is larger than flux-nb accepts", request_id=request_id)
+            return decode_data_uri(url)
+        scheme = urlsplit(url).scheme
+        if scheme not in {"http", "https"}:
+            raise FluxProtocolError(f"an image URL uses the unsupported scheme {scheme!r}", request_id=request_id)
+        if scheme == "http" and self.backend.kind == "fal":
+            raise FluxProtocolError("fal.ai sent a plain-http image URL; refusing it", request_id=request_id)
+        deadline = self._deadline(self.request_timeout * 4)
+        for _hop in range(4):
+            response = await self._send(
+                "GET", url, kind="image", request_id=request_id, deadline=deadline, accept_status=(301, 302, 303, 307, 308)
+            )
+            if response.status_code < 300:
+                if len(response.content) > MAX_IMAGE_BYTES:
+                    raise FluxProtocolError("an image is larger than flux-nb accepts", request_id=request_id)
+                return response.content, response.headers.get("content-type")
+            target = urljoin(url, response.headers.get("location", ""))
+            if urlsplit(target)[:2] != urlsplit(url)[:2]:
+                raise FluxProtocolError(
+                    f"an image URL redirected to another host ({urlsplit(target).netloc or '?'}); refusing it",
+                    request_id=request_id,
+                )
+            url = target
+        raise FluxProtocolError("an image URL redirected too many times", request_id=request_id)
+
+    # -- LoRA uploads -------------------------------------------------------------------------
+
+    async def _prepare(self, request: FluxRequest) -> FluxRequest:
+        """Upload LoRAs that name local files (once per file content) and use their URLs."""
+        if not any(_is_local_file(lora.path) for lora in request.loras):
+            return request
+        loras = []
+        for lora in request.loras:
+            if _is_local_file(lora.path):
+                loras.append(LoraWeight(await self.upload_file(lora.path), lora.scale))
+            else:
+                loras.append(lora)
+        return request.replace(loras=loras)
+
+    async def upload_file(self, path: str | os.PathLike[str]) -> str:
+        """Upload a file with fal's storage protocol; returns its URL. Each content is sent once."""
+        file = Path(path).expanduser()
+        data = await asyncio.to_thread(file.read_bytes)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in self._uploads:
+            return self._uploads[digest]
+        token_url = f"{self.backend.storage_url}/storage/auth/token?storage_type=fal-cdn-v3"
+        deadline = self._deadline(self.request_timeout * 4)
+        response = await self._send("POST", token_url, kind="upload", json_body={}, deadline=deadline)
+        grant = self._json(response, "storage token answer")
+        if not isinstance(grant, Mapping) or not all(isinstance(grant.get(k), str) for k in ("token", "token_type", "base_url")):
+            raise FluxProtocolError("the storage token answer lacks token, token_type or base_url")
+        ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        upload = await self._send(
+            "POST",
+            f"{grant['base_url'].rstrip('/')}/files/upload",
+            kind="upload",
+            content=data,
+            headers={
+                "Authorization": f"{grant['token_type']} {grant['token']}",
+                "Content-Type": ctype,
+                "X-Fal-File-Name": file.name,
+            },
+            deadline=deadline,
+        )
+        answer = self._json(upload, "upload answer")
+        url = answer.get("access_url") if isinstance(answer, Mapping) else None
+        if not isinstance(url, str):
+            raise FluxProtocolError("the upload answer has no access_url")
+        self._uploads[digest] = url
+        return url
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A whole HTTP answer, read within the call's deadline and size limit."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
+async def _iter_sse_data(response: httpx.Response, deadline: float, request_id: str) -> AsyncIterator[str]:
+    """The ``data`` of each Server-Sent Event (comments and keep-alives skipped)."""
+    from httpx_sse import EventSource
+
+    source = EventSource(response)
+    iterator = source.aiter_sse().__aiter__()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FluxTimeoutError("the job did not finish before the deadline", request_id=request_id)
+        try:
+            event = await asyncio.wait_for(iterator.__anext__(), remaining)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise FluxTimeoutError("the job did not finish before the deadline", request_id=request_id) from None
+        if event.data:
+            yield event.data
+
+
+def _call_quietly(callback: StatusCallback, status: JobStatus) -> None:
+    try:
+        callback(status)
+    except Exception:  # a display callback must never break the generation
+        log.exception("on_status callback failed")
+
+
+def _journal(store: Any, method: str, *args: Any) -> None:
+    try:
+        getattr(store, method)(*args)
+    except Exception as exc:  # the journal helps recovery; losing it must not lose the result
+        log.warning("flux-nb could not update its journal: %s", exc)
+
+
+def _persist(store: Any, result: FluxResult) -> FluxResult:
+    """Save before showing; on a disk error keep the in-memory result and say so once."""
+    try:
+        saved = store.save(result)
+        store.journal_done(result.request_id)
+        return saved
+    except OSError as exc:
+        import warnings
+
+        warnings.warn(
+            f"flux-nb could not save the images to its data folder ({exc}); they are kept in memory "
+            "only: call result.save(folder) to keep them",
+            stacklevel=2,
+        )
+        result.save_error = str(exc)  # type: ignore[attr-defined]
+        return result
+
+
+class FluxClient:
+    """The sync client: same operations as :class:`AsyncFluxClient`, blocking.
+
+    Work runs on flux-nb's background loop, so this works in scripts, IPython and Jupyter. Ctrl-C
+    (the stop button) cancels the job on the server and re-raises KeyboardInterrupt.
+    """
+
+    def __init__(self, endpoint: str | None = None, key: str | None = None, **options: Any):
+        self.aio = AsyncFluxClient(endpoint, key, **options)
+
+    def __repr__(self) -> str:
+        return f"<FluxClient {self.backend.describe()}>"
+
+    @property
+    def backend(self) -> Backend:
+        return self.aio.backend
+
+    @property
+    def store(self) -> Any:
+        return self.aio.store
+
+    def generate(self, prompt: str | None = None, **kwargs: Any) -> FluxResult:
+        """See :meth:`AsyncFluxClient.generate`."""
+        return _loop.run_sync(self.aio.generate(prompt, **kwargs))
+
+    def submit(self, request: FluxRequest) -> JobHandle:
+        return _loop.run_sync(self.aio.submit(request))
+
+    def status(self, handle: JobHandle, *, logs: bool = True) -> JobStatus:
+        return _loop.run_sync(self.aio.status(handle, logs=logs))
+
+    def iter_status(self, handle: JobHandle) -> Iterator[JobStatus]:
+        """Status updates until completion (blocking iterator over the stream)."""
+        agen = self.aio.stream_status(handle)
+        while True:
+            try:
+                yield _loop.run_sync(agen.__anext__())
+            except StopAsyncIteration:
+                return
+
+    stream_status = iter_status
+
+    def result(self, handle: JobHandle, request: FluxRequest | None = None) -> FluxResult:
+        return _loop.run_sync(self.aio.result(handle, request))
+
+    def cancel(self, handle: JobHandle) -> str:
+        return _loop.run_sync(self.aio.cancel(handle))
+
+    def fetch(self, handle: JobHandle | Mapping[str, str], request: FluxRequest, **kwargs: Any) -> FluxResult:
+        return _loop.run_sync(self.aio.fetch(handle, request, **kwargs))
+
+    def upload_file(self, path: str | os.PathLike[str]) -> str:
+        return _loop.run_sync(self.aio.upload_file(path))
+
+    def close(self) -> None:
+        _loop.run_sync(self.aio.aclose())
+
+    def __enter__(self) -> "FluxClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_default_lock = threading.Lock()
+_default: FluxClient | None = None
+_default_env: tuple[str | None, ...] | None = None
+
+_ENV_KEYS = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FLUX_NB_ENDPOINT", "FLUX_NB_TOKEN", "FLUX_NB_ALLOW_INSECURE_HTTP")
+
+
+def get_client() -> FluxClient:
+    """The process-wide client built from the environment; rebuilt if the environment changes.
+
+    The backend in use is reported once, in one line, when the client first connects.
+    """
+    global _default, _default_env
+    env = tuple(os.environ.get(k) for k in _ENV_KEYS)
+    with _default_lock:
+        if _default is None or env != _default_env:
+            old = _default
+            _default = FluxClient(announce=True)
+            _default_env = env
+            if old is not None:
+                _loop.submit(old.aio.aclose())
+        return _default
+
+
+def reset_default_client() -> None:
+    """Forget the default client (after a key or endpoint change)."""
+    global _default
+    with _default_lock:
+        old, _default = _default, None
+    if old is not None:
+        _loop.submit(old.aio.aclose())
+
+
+def generate(prompt: str | None = None, **fields: Any) -> FluxResult:
+    """Generate with the default client (see :func:`get_client` and :meth:`AsyncFluxClient.generate`)."""
+    return get_client().generate(prompt, **fields)
+
+
+async def agenerate(prompt: str | None = None, **fields: Any) -> FluxResult:
+    """Async :func:`generate`; works with top-level ``await`` in Jupyter."""
+    return await _loop.run_in_loop(get_client().aio.generate(prompt, **fields))
