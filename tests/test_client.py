@@ -1,0 +1,285 @@
+"""The client against the real local server: over loopback HTTP and in-process (embedded)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+import flux_nb
+from flux_nb import _loop
+from flux_nb.client import AsyncFluxClient, FluxClient
+from flux_nb.errors import (
+    FluxAmbiguousSubmitError,
+    FluxAuthError,
+    FluxCancelledError,
+    FluxConnectionError,
+    FluxInputError,
+    FluxTimeoutError,
+    FluxValidationError,
+)
+from flux_nb.params import FluxRequest
+
+
+def stats(server) -> dict:
+    return httpx.get(f"{server.url}/stats").json()
+
+
+def test_generate_over_loopback_returns_typed_fetched_images(live_server):
+    server = live_server()
+    client = FluxClient(endpoint=server.url, store=False)
+    seen = []
+    res = client.generate("a red fox in snow", seed=7, num_images=2, image_size="square", on_status=seen.append)
+    assert res.seed == 7 and res.prompt == "a red fox in snow" and res.request_id
+    assert res.request.seed == 7 and len(res.images) == 2
+    for image in res.images:
+        assert (image.width, image.height) == (512, 512) and image.content_type == "image/jpeg"
+        assert image.to_pil().size == (512, 512) and image.data[:2] == b"\xff\xd8"
+    assert res.has_nsfw_concepts == [False, False]
+    assert seen and seen[-1].done and any(s.logs for s in seen)
+    # one submit, one stream, one result, and one download per image: no polling
+    counts = stats(server)["requests"]
+    assert (counts["submit"], counts["stream"], counts["result"], counts["status"]) == (1, 1, 1, 0)
+    assert counts["file"] == 2
+    client.close()
+
+
+def test_embedded_backend_matches_loopback_byte_for_byte(live_server):
+    server = live_server()
+    over_http = FluxClient(endpoint=server.url, store=False).generate("a lighthouse", seed=3, image_size="square")
+    embedded = FluxClient(store=False)
+    assert embedded.backend.kind == "embedded"
+    in_process = embedded.generate("a lighthouse", seed=3, image_size="square")
+    assert in_process.images[0].data == over_http.images[0].data
+    embedded.close()
+
+
+def test_module_level_generate_uses_the_embedded_default_and_persists(data_dir):
+    res = flux_nb.generate("a quiet harbour", seed=11, image_size="square", output_format="png")
+    assert res.backend == "embedded" and res.images[0].content_type == "image/png"
+    path = res.images[0].path
+    assert path is not None and path.exists() and str(path).startswith(str(data_dir))
+
+
+def test_sync_api_works_inside_a_running_event_loop(live_server):
+    """What Jupyter does: a loop already runs in the calling thread."""
+    server = live_server()
+    client = FluxClient(endpoint=server.url, store=False)
+
+    async def cell():
+        return client.generate("inside a loop", seed=1, image_size="square")
+
+    assert asyncio.run(cell()).seed == 1
+
+
+def test_async_api_and_parity_with_sync(live_server):
+    server = live_server()
+
+    async def main():
+        async with AsyncFluxClient(endpoint=server.url, store=False) as client:
+            return await asyncio.gather(*(client.generate("twin", seed=s, image_size="square") for s in (1, 2)))
+
+    async_results = asyncio.run(main())
+    sync_results = [FluxClient(endpoint=server.url, store=False).generate("twin", seed=s, image_size="square") for s in (1, 2)]
+    assert [r.images[0].data for r in async_results] == [r.images[0].data for r in sync_results]
+    assert async_results[0].images[0].data != async_results[1].images[0].data
+
+
+def test_agenerate_from_another_loop(data_dir):
+    async def main():
+        return await flux_nb.client.agenerate("top level await", seed=5, image_size="square")
+
+    assert asyncio.run(main()).seed == 5
+
+
+def test_validation_happens_before_anything_is_sent(live_server):
+    server = live_server()
+    with pytest.raises(FluxValidationError, match="num_images"):
+        FluxClient(endpoint=server.url, store=False).generate("x", num_images=9)
+    assert stats(server)["requests"]["submit"] == 0
+
+
+def test_server_side_422_is_an_input_error(live_server):
+    server = live_server(max_pixels=512 * 512)
+    with pytest.raises(FluxInputError) as info:
+        FluxClient(endpoint=server.url, store=False).generate("x", image_size="square_hd")
+    assert "image_size" in str(info.value)
+
+
+def test_cancel_by_task_cancellation_cancels_on_the_server(live_server):
+    server = live_server(latency=5.0, workers=1)
+    client = FluxClient(endpoint=server.url, store=False)
+    future = _loop.submit(client.aio.generate("slow", seed=1, image_size="square"))
+    deadline = time.monotonic() + 10
+    while stats(server)["jobs"]["submitted"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    future.cancel()
+    while stats(server)["jobs"]["cancelled"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stats(server)["jobs"]["cancelled"] == 1
+    assert stats(server)["requests"]["cancel"] >= 1
+
+
+def test_explicit_cancel_reports_states(live_server):
+    server = live_server(latency=5.0, workers=1)
+    client = FluxClient(endpoint=server.url, store=False)
+    handle = client.submit(FluxRequest("slow", image_size="square"))
+    assert client.cancel(handle) == "CANCELLATION_REQUESTED"
+    statuses = list(client.iter_status(handle))
+    assert statuses[-1].done and statuses[-1].error_type == "request_cancelled"
+    with pytest.raises(FluxCancelledError):
+        client.fetch(handle, FluxRequest("slow", image_size="square"))
+
+
+def test_retries_under_faults_make_no_duplicate_jobs(live_server):
+    server = live_server(fail_rate=0.3, fault_seed=4, workers=4)
+    client = FluxClient(endpoint=server.url, store=False)
+
+    async def many():
+        return await asyncio.gather(*(client.aio.generate("fault", seed=i, image_size="square") for i in range(12)))
+
+    results = _loop.run_sync(many())
+    assert sorted(r.seed for r in results) == list(range(12))
+    s = stats(server)
+    assert s["faults"]["total"] > 0
+    assert s["jobs"]["submitted"] == 12 and s["duplicate_submissions"] == 0
+
+
+class _FlakyTransport(httpx.AsyncBaseTransport):
+    """Wraps a real transport; injects what the server cannot produce on its own."""
+
+    def __init__(self, mode: str):
+        self.inner = httpx.AsyncHTTPTransport()
+        self.mode = mode
+        self.submits = 0
+
+    async def handle_async_request(self, request):
+        if request.method == "POST" and "/requests/" not in request.url.path and "storage" not in request.url.path:
+            self.submits += 1
+            if self.mode == "refused-once" and self.submits == 1:
+                raise httpx.ConnectError("refused")
+            if self.mode == "lost-answer":
+                response = await self.inner.handle_async_request(request)  # the job IS created
+                await response.aclose()
+                raise httpx.ReadError("connection reset after sending")
+        if self.mode == "no-stream" and request.url.path.endswith("/status/stream"):
+            return httpx.Response(404, json={"detail": "no stream here"})
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+def test_submit_that_never_connected_is_retried_once_safely(live_server):
+    server = live_server()
+    transport = _FlakyTransport("refused-once")
+    res = FluxClient(endpoint=server.url, store=False, transport=transport).generate("x", seed=1, image_size="square")
+    assert res.seed == 1 and transport.submits == 2
+    assert stats(server)["jobs"]["submitted"] == 1
+
+
+def test_submit_whose_answer_is_lost_is_ambiguous_and_not_resent(live_server):
+    server = live_server()
+    transport = _FlakyTransport("lost-answer")
+    with pytest.raises(FluxAmbiguousSubmitError, match="may exist"):
+        FluxClient(endpoint=server.url, store=False, transport=transport).generate("x", seed=1, image_size="square")
+    assert transport.submits == 1
+    assert stats(server)["jobs"]["submitted"] == 1
+
+
+def test_falls_back_to_polling_without_a_stream(live_server):
+    server = live_server(latency=0.3)
+    transport = _FlakyTransport("no-stream")
+    res = FluxClient(endpoint=server.url, store=False, transport=transport).generate("x", seed=1, image_size="square")
+    assert res.seed == 1
+    polls = stats(server)["requests"]["status"]
+    assert 1 <= polls <= 10  # backoff, not a 0.1 s loop
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conns.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for c in conns:
+        c.close()
+    sock.close()
+
+
+def test_a_server_that_never_answers_times_out(silent_server):
+    client = FluxClient(endpoint=silent_server, store=False, request_timeout=0.5, timeout=2)
+    with pytest.raises(FluxAmbiguousSubmitError):
+        client.generate("x", seed=1)
+
+
+def test_unreachable_server_is_a_connection_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from flux_nb.protocol import RetryPolicy
+
+    client = FluxClient(endpoint=f"http://127.0.0.1:{port}", store=False, retry=RetryPolicy(attempts=2, base=0.01))
+    with pytest.raises(FluxConnectionError):
+        client.generate("x", seed=1)
+
+
+def test_wrong_key_is_an_auth_error_that_never_shows_the_key(live_server):
+    server = live_server(token="right-token")
+    client = FluxClient(endpoint=server.url, key="sekrit-key-123", store=False)
+    with pytest.raises(FluxAuthError) as info:
+        client.generate("x", seed=1)
+    for text in (str(info.value), repr(info.value), repr(client), repr(client.aio), repr(client.backend)):
+        assert "sekrit-key-123" not in text
+    ok = FluxClient(endpoint=server.url, key="right-token", store=False).generate("x", seed=1, image_size="square")
+    assert ok.seed == 1
+
+
+def test_local_lora_files_are_uploaded_once(live_server, tmp_path):
+    server = live_server()
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"not really a lora, but the preview engine only hashes it")
+    client = FluxClient(endpoint=server.url, store=False)
+    a = client.generate("x", seed=1, image_size="square", loras=[{"path": str(lora), "scale": 0.8}])
+    b = client.generate("x", seed=1, image_size="square", loras=[{"path": str(lora), "scale": 0.2}])
+    assert a.request.loras[0].path == str(lora)  # the user's request is kept as written
+    assert stats(server)["requests"]["upload"] == 1
+    assert a.images[0].data != b.images[0].data  # the scale reached the engine
+
+
+def test_sync_mode_data_uris(live_server):
+    server = live_server()
+    res = FluxClient(endpoint=server.url, store=False).generate("x", seed=2, image_size="square", sync_mode=True)
+    assert res.images[0].url is None and res.images[0].to_pil().size == (512, 512)
+    assert stats(server)["requests"]["file"] == 0
+
+
+def test_overall_deadline_cancels_the_job(live_server):
+    server = live_server(latency=5.0)
+    client = FluxClient(endpoint=server.url, store=False, timeout=1.0)
+    with pytest.raises(FluxTimeoutError):
+        client.generate("x", seed=1, image_size="square")
+    deadline = time.monotonic() + 5
+    while stats(server)["jobs"]["cancelled"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stats(server)["jobs"]["cancelled"] == 1
