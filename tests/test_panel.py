@@ -1,0 +1,355 @@
+"""The control panel, driven without a browser: set widget values, click buttons, wait.
+
+Generations go through the real client to the real embedded preview server (or, for cancel and
+queueing, a real server on a loopback port with simulated latency).
+"""
+
+from __future__ import annotations
+
+import ast
+import socket
+
+import pytest
+
+from flux_nb.client import FluxClient
+from flux_nb.errors import FluxConnectionError, FluxValidationError
+from flux_nb.panel import HistoryEntry, Panel
+from flux_nb.panel.code import describe_error, estimate_cost, field_label, magic_code, python_code
+from flux_nb.params import FluxRequest, ImageSize, LoraWeight
+from flux_nb.protocol import RetryPolicy
+
+WAIT = 60  # generous: 2 shared cores
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLUX_NB_DATA_DIR", str(tmp_path / "data"))
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FLUX_NB_ENDPOINT", "FLUX_NB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def client():
+    c = FluxClient()  # embedded preview server, in-process
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def panel(client):
+    p = Panel(client=client)
+    yield p
+    p.cancel()
+    p.wait(WAIT)
+    p.close()
+
+
+def test_generate_fills_grid_and_history(panel):
+    seen = []
+    panel.on_result(seen.append)
+    panel.prompt.value = "a red fox in snow"
+    panel.num_images.value = 2
+    panel.randomize.value = False
+    panel.seed.value = 7
+    panel.generate_button.click()
+    result = panel.wait(WAIT)
+
+    assert result is not None and len(result.images) == 2
+    assert seen == [result]
+    assert result.seed == 7 and result.request.prompt == "a red fox in snow"
+    thumbs = panel.grid.images
+    assert len(thumbs) == 2
+    assert all(t.format == "jpeg" and t.value[:2] == b"\xff\xd8" for t in thumbs)
+    assert "flux-nb-grid" in panel.grid._dom_classes
+    assert len(panel.history) == 1 and len(panel.history_strip.buttons) == 1
+    assert panel.status.startswith("Done") and "seed 7" in panel.status
+    assert not panel.busy and panel.error is None
+
+
+def test_random_seed_is_reported(panel):
+    panel.prompt.value = "a lighthouse"
+    assert panel.randomize.value and panel.request().seed is None
+    panel.generate()
+    result = panel.wait(WAIT)
+    assert isinstance(result.seed, int)
+    assert f"seed {result.seed}" in panel.status
+
+
+def test_several_generations_queue_in_order(panel):
+    panel.randomize.value = False
+    prompts = ["first", "second", "third"]
+    for i, prompt in enumerate(prompts):
+        panel.prompt.value = prompt
+        panel.seed.value = 100 + i
+        panel.generate_button.click()
+    panel.wait(WAIT)
+    assert [e.request.prompt for e in panel.history] == prompts
+    assert [e.index for e in panel.history] == [1, 2, 3]
+    # the strip shows newest first
+    assert [b.description for b in panel.history_strip.buttons] == ["#3", "#2", "#1"]
+
+
+def test_restore_puts_settings_back(panel):
+    panel.prompt.value = "a castle"
+    panel.size.value = "custom"
+    panel.width.value, panel.height.value = 512, 384
+    panel.steps.value = 12
+    panel.guidance.value = 7.5
+    panel.output_format.value = "png"
+    panel.safety.value = False
+    panel.generate()
+    panel.wait(WAIT)
+    first = panel.history[0]
+
+    panel.prompt.value = "something else"
+    panel.size.value = "square"
+    panel.steps.value = 30
+    panel.generate()
+    panel.wait(WAIT)
+    assert panel.request().prompt == "something else"
+
+    panel.history_strip.buttons[-1].click()  # the oldest entry
+    restored = panel.request()
+    assert restored == first.request.replace(seed=first.result.seed)
+    assert not panel.randomize.value and panel.seed.value == first.result.seed
+    assert panel.size.value == "custom" and panel.custom_size.layout.display is None
+    assert "Restored" in panel.status
+
+    panel.restore(2)
+    assert panel.request().prompt == "something else"
+    with pytest.raises(IndexError):
+        panel.restore(9)
+
+
+def test_restore_from_request_and_result(panel):
+    request = FluxRequest("a boat", image_size="portrait_16_9", steps=5, seed=3, loras=[{"path": "a/b", "scale": 0.5}])
+    panel.restore(request)
+    assert panel.request() == request
+    assert [row.path.value for row in panel.loras.rows] == ["a/b"]
+
+
+def test_invalid_settings_named_in_status(panel):
+    errors = []
+    panel.on_error(errors.append)
+    panel.prompt.value = "   "
+    assert panel.generate() is None
+    assert "Prompt" in panel.status and "non-empty" in panel.status
+    assert isinstance(errors[0], FluxValidationError)
+
+    panel.prompt.value = "ok"
+    panel.randomize.value = False
+    panel.seed.value = -5
+    panel.generate()
+    assert "Seed (-5)" in panel.status
+    assert not panel.busy
+
+
+def test_lora_editor_rows(panel):
+    panel.prompt.value = "x"
+    row = panel.loras.add("https://example.test/style.safetensors", 0.8)
+    panel.loras.add("", 1.0)  # an empty row is ignored
+    panel.loras.add("owner/repo", -0.5)
+    assert panel.request().loras == (LoraWeight("https://example.test/style.safetensors", 0.8), LoraWeight("owner/repo", -0.5))
+    row.remove_button.click()
+    assert panel.request().loras == (LoraWeight("owner/repo", -0.5),)
+    assert len(panel.loras.children) == 3  # two rows + the add button
+    panel.loras.add_button.click()
+    assert len(panel.loras.rows) == 3
+
+
+def test_custom_size_controls(panel):
+    panel.prompt.value = "x"
+    assert panel.custom_size.layout.display == "none"
+    panel.size.value = "custom"
+    assert panel.custom_size.layout.display is None
+    panel.width.value, panel.height.value = 1280, 720
+    assert panel.request().image_size == ImageSize(1280, 720)
+    panel.size.value = "square"
+    assert panel.request().image_size == "square"
+    assert (panel.width.value, panel.height.value) == (512, 512)
+
+
+def test_defaults_are_validated():
+    p = Panel(prompt="a cat", size="square_hd", steps=10, guidance=2.0, n=3, seed=11, format="png")
+    assert p.request() == FluxRequest("a cat", image_size="square_hd", steps=10, guidance=2.0, n=3, seed=11, format="png")
+    assert not p.randomize.value
+    assert Panel().prompt.value == ""
+    with pytest.raises(FluxValidationError) as info:
+        Panel(stpes=3)
+    assert "num_inference_steps" in str(info.value)
+
+
+def _python_call_request(code: str) -> FluxRequest:
+    """The request a ``flux_nb.generate(...)`` snippet would send (literals only, no eval)."""
+    call = next(node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Call))
+    assert ast.unparse(call.func) == "flux_nb.generate"
+    args = [ast.literal_eval(a) for a in call.args]
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    return FluxRequest(*args, **kwargs)
+
+
+def test_copy_as_code_python_round_trip(panel):
+    panel.prompt.value = 'a "quoted" prompt\nwith two lines'
+    panel.size.value = "custom"
+    panel.width.value, panel.height.value = 1280, 720
+    panel.steps.value = 9
+    panel.guidance.value = 4.2
+    panel.num_images.value = 3
+    panel.randomize.value = False
+    panel.seed.value = 1234
+    panel.loras.add("my lora.safetensors", 0.75)
+    panel.safety.value = False
+    panel.output_format.value = "png"
+    magic, python = panel.code()
+    assert _python_call_request(python) == panel.request()
+    assert magic.startswith("%%flux ") and "--no-safety" in magic and "-s 1234" in magic
+
+    panel.code_toggle.value = True
+    assert panel.code_area.layout.display is None
+    assert magic in panel.code_area.value and python in panel.code_area.value
+    panel.steps.value = 10  # the shown code follows the controls
+    assert "--steps 10" in panel.code_area.value
+    panel.code_toggle.value = False
+    assert panel.code_area.layout.display == "none"
+
+
+def test_copy_as_code_magic_round_trip(panel):
+    magic_args = pytest.importorskip("flux_nb.magic_args")
+    panel.prompt.value = "a fox's den, at dusk"
+    panel.size.value = "portrait_4_3"
+    panel.randomize.value = False
+    panel.seed.value = 5
+    panel.loras.add("/tmp/my lora.safetensors", 0.5)
+    panel.output_format.value = "png"
+    magic, _ = panel.code()
+    first, body = magic.split("\n", 1)
+    line = first[len("%%flux"):].strip()
+    parsed = magic_args.parse_cell(line, body)
+    assert parsed.request == panel.request()
+
+
+def test_connection_error_in_plain_words(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    dead = FluxClient(endpoint=f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=1))
+    try:
+        p = Panel(client=dead, prompt="x")
+        errors = []
+        p.on_error(errors.append)
+        p.generate()
+        p.wait(WAIT)
+        assert p.status.startswith("#1 failed: Could not reach the server")
+        assert isinstance(errors[0], FluxConnectionError) and p.error is errors[0]
+        assert p.result is None and not p.history
+    finally:
+        dead.close()
+
+
+def test_cancel_running_and_queued_on_server(live_server):
+    server = live_server(latency=2.0)
+    client = FluxClient(endpoint=server.url)
+    try:
+        p = Panel(client=client, prompt="slow one")
+        p.generate()
+        # generate() returned while the job runs: the kernel is never blocked
+        assert p.busy and p.result is None
+        p.prompt.value = "waiting one"
+        p.generate_button.click()
+        assert "Queued #" in p.status
+        _wait_for(lambda: "Generating" in p.status)
+        assert p.cancel() == 2
+        p.wait(WAIT)
+        assert "cancelled" in p.status.lower()
+        assert not p.history and not p.busy
+        stats = server.stats()
+        assert stats["cancelled"] >= 1
+        assert stats.get("completed", 0) == 0
+    finally:
+        client.close()
+
+
+def _wait_for(predicate, timeout=WAIT):
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached")
+        time.sleep(0.05)
+
+
+def test_cancel_with_nothing_running(panel):
+    assert panel.cancel() == 0
+    assert panel.status == "Nothing to cancel."
+
+
+def test_sweep_tab_estimate_and_run(panel):
+    pytest.importorskip("flux_nb.sweep")
+    panel.prompt.value = "a tree"
+    panel.size.value = "square"
+    panel.steps.value = 4
+    panel.randomize.value = False
+    panel.seed.value = 3
+    tab = panel.sweep_tab
+    tab.x_axis.value = "guidance_scale"
+    tab.x_values.value = "2-6 [3]"
+    tab.y_axis.value = "num_inference_steps"
+    tab.y_values.value = "2,4"
+    cost = tab.estimate()
+    assert cost == {"requests": 6, "images": 6, "megapixels": 6, "cost": pytest.approx(0.21)}
+    assert "6 request(s)" in tab.cost_line.value
+    assert tab.run()
+    panel.wait(WAIT)
+    assert panel.status.startswith("Sweep done: 6 cell(s)")
+    assert len(panel.grid.images) == 1
+    assert len(tab.sweep_result.cells) == 6
+
+
+def test_sweep_axes_must_differ(panel):
+    panel.prompt.value = "x"
+    tab = panel.sweep_tab
+    tab.y_axis.value = tab.x_axis.value
+    tab.y_values.value = "1,2"
+    with pytest.raises(FluxValidationError):
+        tab.axes()
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+
+def test_field_labels():
+    assert field_label("num_inference_steps") == "Steps"
+    assert field_label("image_size.width") == "Width"
+    assert field_label("loras.0.scale") == "LoRA 1 scale"
+    assert field_label("loras.2") == "LoRA 3"
+    assert field_label("other") == "other"
+
+
+def test_describe_error_names_fields():
+    try:
+        FluxRequest("", steps=0, loras=[{"path": "a", "scale": 9}])
+    except FluxValidationError as exc:
+        text = describe_error(exc)
+    assert text.startswith("Check the settings:")
+    assert "Prompt (empty)" in text and "Steps (0)" in text and "LoRA 1 scale (9)" in text
+
+
+def test_code_snippets_for_defaults():
+    request = FluxRequest("hello")
+    assert magic_code(request) == "%%flux --size landscape_4_3 --steps 28 -g 3.5 -n 1 --format jpeg\nhello"
+    assert _python_call_request(python_code(request)) == request
+
+
+def test_estimate_cost_rounds_each_image_up():
+    requests = [FluxRequest("a", size="landscape_4_3", n=4), FluxRequest("b", size="1500x1000")]
+    assert estimate_cost(requests, 0.035) == {"requests": 2, "images": 5, "megapixels": 6, "cost": 0.21}
+
+
+def test_history_entry_reproduces_seed():
+    request = FluxRequest("a")
+
+    class R:
+        seed = 99
+
+    assert HistoryEntry(1, request, R()).reproduce_request.seed == 99
