@@ -17,7 +17,7 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-__all__ = ["TINY_HIDDEN", "build_tiny_flux", "tiny_lora_state_dict", "save_lora", "ATTENTION_TARGETS"]
+__all__ = ["TINY_HIDDEN", "build_tiny_flux", "tiny_tokenizers", "tiny_lora_state_dict", "save_lora", "ATTENTION_TARGETS"]
 
 #: Width of the tiny transformer (num_attention_heads * attention_head_dim); also the T5 width.
 TINY_HIDDEN = 32
@@ -51,6 +51,11 @@ def _t5_tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
+def tiny_tokenizers():
+    """``(clip_tokenizer, t5_tokenizer)`` over a small vocabulary made here (no files, no downloads)."""
+    return _clip_tokenizer(), _t5_tokenizer()
+
+
 def build_tiny_flux(folder: str | Path, *, seed: int = 0):
     """Write a tiny random ``FluxPipeline`` to ``folder`` (created) and return the folder as a Path."""
     import torch
@@ -58,8 +63,7 @@ def build_tiny_flux(folder: str | Path, *, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     folder = Path(folder)
-    tokenizer = _clip_tokenizer()
-    tokenizer_2 = _t5_tokenizer()
+    tokenizer, tokenizer_2 = tiny_tokenizers()
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
