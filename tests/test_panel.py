@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import socket
 
+import httpx
 import pytest
 
 from flux_nb.client import FluxClient
@@ -224,8 +225,9 @@ def test_copy_as_code_magic_round_trip(panel):
     magic, _ = panel.code()
     first, body = magic.split("\n", 1)
     line = first[len("%%flux"):].strip()
-    parsed = magic_args.parse_cell(line, body)
-    assert parsed.request == panel.request()
+    options = magic_args.parse_options(line)
+    assert not options.is_sweep
+    assert FluxRequest(body, **options.fields) == panel.request()
 
 
 def test_connection_error_in_plain_words(tmp_path):
@@ -262,11 +264,16 @@ def test_cancel_running_and_queued_on_server(live_server):
         p.wait(WAIT)
         assert "cancelled" in p.status.lower()
         assert not p.history and not p.busy
-        stats = server.stats()
-        assert stats["cancelled"] >= 1
-        assert stats.get("completed", 0) == 0
+        _wait_for(lambda: _jobs(server)["cancelled"] >= 1)
+        jobs = _jobs(server)
+        assert jobs["submitted"] == 1  # the queued one was never sent
+        assert jobs["completed"] == 0
     finally:
         client.close()
+
+
+def _jobs(server) -> dict:
+    return httpx.get(f"{server.url}/stats").json()["jobs"]
 
 
 def _wait_for(predicate, timeout=WAIT):
@@ -353,3 +360,31 @@ def test_history_entry_reproduces_seed():
         seed = 99
 
     assert HistoryEntry(1, request, R()).reproduce_request.seed == 99
+
+
+@pytest.mark.slow
+def test_panel_notebook_runs_in_a_real_kernel(tmp_path):
+    """notebooks/panel.ipynb top to bottom in a real kernel: the panel's widgets are in the saved
+    widget state and the outputs stay small."""
+    import json
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = Path(__file__).resolve().parent.parent / "notebooks" / "panel.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    classes = {cls for w in states.values() for cls in w["state"].get("_dom_classes", [])}
+    assert {"flux-nb-panel", "flux-nb-prompt", "flux-nb-generate", "flux-nb-cancel", "flux-nb-status",
+            "flux-nb-grid", "flux-nb-history"} <= classes
+    prompts = [w["state"]["value"] for w in states.values() if "flux-nb-prompt" in w["state"].get("_dom_classes", [])]
+    assert prompts == ["a red fox in snow, watercolour"]
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "%%flux --size landscape_4_3 --steps 20" in printed
+    assert len(json.dumps(nbformat.from_dict(nb))) < 200_000

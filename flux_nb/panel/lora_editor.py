@@ -44,7 +44,7 @@ class LoraEditor(widgets.VBox):
                                          layout=widgets.Layout(width="auto"))
         self.add_button.add_class("flux-nb-lora-add")
         self.add_button.on_click(lambda _b: self.add())
-        super().__init__([self.add_button])
+        super().__init__([self.add_button], layout=widgets.Layout(align_items="flex-start"))
         self.add_class("flux-nb-loras")
         self.set(loras)
 

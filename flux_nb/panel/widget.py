@@ -316,8 +316,7 @@ class Panel(widgets.VBox):
             self.grid.show_result(result)
             self.history_strip.add(entry)
             self.result, self.error = result, None
-            took = (getattr(result, "timings", None) or {}).get("inference")
-            took_text = f" in {took:.1f} s" if isinstance(took, (int, float)) else ""
+            took_text = f" in {job.elapsed:.1f} s" if job.elapsed is not None else ""
             cached = " (from cache)" if getattr(result, "cached", False) else ""
             self._show_status(f"Done #{job.id}: {len(result.images)} image(s), seed {result.seed}{took_text}{cached}{after}.",
                               "done")

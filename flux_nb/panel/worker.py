@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,6 +38,15 @@ class Job:
     result: Any = None
     error: BaseException | None = None
     task: "asyncio.Task | None" = field(default=None, repr=False)
+    started: float | None = None  # time.monotonic() when it left the queue
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from leaving the queue to finishing (None until finished)."""
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
 
 
 class JobRunner:
@@ -138,6 +148,7 @@ class JobRunner:
         try:
             async with self._lock:
                 job.state = "running"
+                job.started = time.monotonic()
                 self._call(self._on_start, job)
                 client = self._get_client()
                 job.result = await client.generate(
@@ -155,6 +166,7 @@ class JobRunner:
             self._finish(job)
 
     def _finish(self, job: Job) -> None:
+        job.finished = time.monotonic()
         with self._cond:
             if job not in self._jobs:
                 return
