@@ -25,15 +25,12 @@ from ..params import FluxRequest
 
 __all__ = ["Job", "JobRunner"]
 
-_ids = itertools.count(1)
-
-
 @dataclass(eq=False)
 class Job:
     """One Generate click: its request and, once finished, its outcome."""
 
     request: FluxRequest
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int  # 1, 2, ... per runner (so per panel)
     state: str = "queued"  # queued | running | done | error | cancelled
     result: Any = None
     error: BaseException | None = None
@@ -74,6 +71,7 @@ class JobRunner:
         self._pending = 0  # jobs whose on_finish hook has not returned yet (what wait() waits for)
         self._cond = threading.Condition()
         self._lock: asyncio.Lock | None = None  # made on the loop, on first use
+        self._ids = itertools.count(1)
 
     # -- what the panel shows -----------------------------------------------------------------
 
@@ -101,7 +99,7 @@ class JobRunner:
         """Queue ``request``; returns immediately."""
         from .._loop import get_loop
 
-        job = Job(request)
+        job = Job(request, next(self._ids))
         with self._cond:
             self._jobs.append(job)
             self._pending += 1
