@@ -536,7 +536,8 @@ def save_result(result: "FluxResult", folder: str | Path) -> list[Path]:
     overwritten: a clashing name gets a counter (``red-fox-s42_2-0.jpg``). Each image's ``path`` is
     set to where it was written. Returns the paths, images first, the JSON last.
     """
-    folder = Path(folder).expanduser()
+    # Absolute, so image.path (used for the full-size link) stays right if the working folder changes.
+    folder = Path(folder).expanduser().absolute()
     folder.mkdir(parents=True, exist_ok=True)
     base = file_stem(result)
     payloads = [embed_metadata(im.data, im.content_type, result, i) for i, im in enumerate(result.images)]
