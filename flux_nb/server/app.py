@@ -133,6 +133,10 @@ def create_app(
         if len(one.strip("/").split("/")) != 2:
             raise ValueError(f"app_id={one!r}: must look like 'owner/name'")
     app_ids = tuple(one.strip("/") for one in app_ids)
+    if not 0.0 <= fail_rate <= 1.0:
+        raise ValueError(f"fail_rate={fail_rate!r}: must be between 0 and 1")
+    if workers < 1:
+        raise ValueError(f"workers={workers!r}: must be at least 1")
     stats = ServerStats()
     files = FileStore(files_dir)
     state_box: dict[str, ServerState] = {}

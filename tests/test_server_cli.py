@@ -1,0 +1,59 @@
+"""``flux-nb serve``: options, the loopback rule, and a real server process."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from flux_nb.cli import build_parser, main
+from flux_nb.server.cli import is_loopback, serve_main
+from servers import APP, start_cli_server, wait_status
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_hosts(host):
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
+def test_non_loopback_hosts(host):
+    assert not is_loopback(host)
+
+
+def test_refuses_public_host_without_token(capsys):
+    assert serve_main(["--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--token" in err and "0.0.0.0" in err
+
+
+def test_diffusers_needs_a_model(capsys):
+    assert main(["serve", "--engine", "diffusers", "--port", "0"]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_bad_option_values_are_usage_errors(capsys):
+    for argv in (["serve", "--fail-rate", "2"], ["serve", "--workers", "0"], ["serve", "--engine", "nope"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+
+
+def test_generate_subcommand_parses():
+    args = build_parser().parse_args(["generate", "a red fox", "--seed", "7", "--out", "out", "-g", "4", "-n", "2", "--format", "png"])
+    assert (args.prompt, args.seed, args.out, args.guidance, args.num_images, args.format) == ("a red fox", 7, "out", 4.0, 2, "png")
+
+
+def test_serve_process_prints_url_and_serves(tmp_path):
+    proc, url = start_cli_server("--workers", "1", "--token", "tok", "--latency", "0.01")
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with httpx.Client(base_url=url, timeout=20, headers={"Authorization": "Key tok"}) as c:
+            assert c.get("/health").json()["workers"] == 1
+            handle = c.post(f"/{APP}", json={"prompt": "cli", "image_size": "square"}).json()
+            wait_status(c, handle["status_url"], "COMPLETED")
+            assert c.get(handle["response_url"]).status_code == 200
+            assert httpx.post(f"{url}/{APP}", json={"prompt": "x"}).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert proc.returncode is not None
