@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,11 +46,6 @@ SIZE = {"width": 48, "height": 32}
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLUX_NB_DATA_DIR", str(tmp_path / "data"))
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +294,102 @@ def test_load_errors_name_the_model(tmp_path):
         DiffusersEngine(str(empty), device="cpu", dtype="int8")
     with pytest.raises(FluxConfigError, match="cpu_offload"):
         DiffusersEngine(str(empty), device="cpu", cpu_offload=True)
+
+
+# -- through the real server ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, tmp_path_factory):
+    """``flux-nb serve --engine diffusers --model DIR`` in a subprocess; yields its URL."""
+    logs = tmp_path_factory.mktemp("serve-logs") / "stderr.txt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("FAL_KEY", "FLUX_NB_ENDPOINT", "FLUX_NB_TOKEN"):
+        env.pop(name, None)
+    with open(logs, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flux_nb.cli", "serve", "--port", "0", "--engine", "diffusers",
+             "--model", str(model_dir), "--device", "cpu"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+        )
+    try:
+        line = proc.stdout.readline()  # the server prints its URL once the engine has loaded
+        if "FLUX_NB_ENDPOINT=" not in line:
+            proc.wait(timeout=10)
+            pytest.fail(f"flux-nb serve did not start: {line!r}\n{logs.read_text()[-3000:]}")
+        yield line.split("FLUX_NB_ENDPOINT=")[1].strip().rstrip(")")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    text = logs.read_text()
+    assert "no safety checker is active" in text  # logged once, at start
+    assert text.count("no safety checker is active") == 1
+
+
+@pytest.fixture
+def client(served):
+    from flux_nb.client import FluxClient
+
+    c = FluxClient(endpoint=served, store=False)
+    yield c
+    c.close()
+
+
+def result_pixels(image) -> "np.ndarray":
+    return np.asarray(image.to_pil().convert("RGB")).astype(np.int16)
+
+
+def test_server_makes_images_of_the_asked_size(client, engine):
+    fields = dict(image_size={"width": 50, "height": 40}, num_inference_steps=3, num_images=2, seed=5, output_format="png")
+    result = client.generate("a red fox in the snow", **fields)
+    assert [(im.width, im.height) for im in result.images] == [(48, 48), (48, 48)]
+    assert [im.to_pil().size for im in result.images] == [(48, 48), (48, 48)]
+    assert result.seed == 5 and result.has_nsfw_concepts == [False, False]
+    # The served model is the one on disk: the same request in-process gives the same pixels.
+    local = engine.generate(FluxRequest("a red fox in the snow", **fields), 5, Ctx().context())
+    for served_image, local_image in zip(result.images, local.images):
+        assert np.abs(result_pixels(served_image) - pixels(local_image)).max() <= 1
+
+
+def test_server_uses_an_uploaded_lora(client, lora_files):
+    fields = dict(image_size=SIZE, num_inference_steps=3, seed=9, output_format="png")
+    base = client.generate("a red fox", **fields).images[0]
+    with_lora = client.generate("a red fox", loras=[lora(lora_files["good"])], **fields).images[0]
+    assert client.aio.counters.get("upload", 0) >= 1  # the local file went through the storage endpoint
+    assert np.abs(result_pixels(with_lora) - result_pixels(base)).mean() > 1
+    zero = client.generate("a red fox", loras=[lora(lora_files["good"], 0.0)], **fields).images[0]
+    assert np.abs(result_pixels(zero) - result_pixels(base)).max() == 0
+
+
+def test_server_answers_422_for_a_lora_that_does_not_fit(client, lora_files):
+    from flux_nb.errors import FluxInputError
+
+    with pytest.raises(FluxInputError) as info:
+        client.generate("a red fox", image_size=SIZE, num_inference_steps=2, seed=1, loras=[lora(lora_files["wide"])])
+    # fal's loc lists the index as a number; accept its text form too.
+    assert any([str(p) for p in e.get("loc", [])[1:]] == ["loras", "0", "path"] for e in info.value.errors), info.value.errors
+    # The server still works afterwards.
+    assert client.generate("a red fox", image_size=SIZE, num_inference_steps=2, seed=1).images
+
+
+def test_server_cancel_stops_a_running_job(client):
+    from flux_nb.errors import FluxCancelledError
+
+    request = FluxRequest("a red fox", image_size="square_hd", num_inference_steps=50, seed=3)
+    handle = client.submit(request)
+    deadline = time.monotonic() + 60
+    for status in client.iter_status(handle):
+        if any(entry.message.startswith("step ") for entry in status.logs or []):
+            break
+        assert status.status != "COMPLETED" and time.monotonic() < deadline
+    assert client.cancel(handle) == "CANCELLATION_REQUESTED"
+    with pytest.raises(FluxCancelledError):
+        client.fetch(handle, request, timeout=60)  # waits for the job to end
+    final = client.status(handle)
+    steps = [e.message for e in final.logs or [] if e.message.startswith("step ")]
+    assert 0 < len(steps) < 50
