@@ -235,3 +235,37 @@ def test_other_app_ids_can_be_served(live_server):
         wait_status(c, response.json()["status_url"], "COMPLETED")
         # a job is reached only through its own app
         assert c.get(f"/{APP}/requests/{response.json()['request_id']}").status_code == 404
+
+
+class FileReadingEngine(PreviewEngine):
+    """Reads each LoRA through ctx.resolve_file, as a real engine loads weights."""
+
+    name = "file-reading"
+
+    def generate(self, request, seed, ctx):
+        for lora in request.loras:
+            ctx.log(f"lora bytes: {ctx.resolve_file(lora.path).read_bytes().decode()}")
+        return super().generate(request, seed, ctx)
+
+
+def test_engines_resolve_uploaded_and_remote_lora_files(live_server, tmp_path):
+    server = live_server(engine=FileReadingEngine(), token="t")
+    other = live_server()
+    auth = {"Authorization": "Key t"}
+    with httpx.Client(base_url=server.url, timeout=20, headers=auth) as c, httpx.Client(base_url=other.url) as o:
+        own = c.post("/files/upload", content=b"own-weights").json()["access_url"]
+        remote = o.post("/files/upload", content=b"remote-weights").json()["access_url"]
+        local = tmp_path / "local.safetensors"
+        local.write_bytes(b"local-weights")
+
+        def run(path):
+            handle = submit(c, loras=[{"path": path, "scale": 1}])
+            final = sse_statuses(c, handle["status_url"], logs=1)[-1]
+            return final, c.get(handle["response_url"])
+
+        for path, content in ((own, b"own-weights"), (remote, b"remote-weights"), (remote, b"remote-weights")):
+            final, result = run(path)
+            assert result.status_code == 200
+            assert any(e["message"] == f"lora bytes: {content.decode()}" for e in final["logs"])
+        final, result = run(str(local))  # local paths are refused unless the server allows them
+        assert result.status_code == 422 and result.json()["detail"][0]["loc"][:2] == ["body", "loras"]

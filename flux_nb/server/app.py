@@ -512,14 +512,48 @@ async def _file(request: Request) -> Response:
 
 
 def _resolve_file(state: ServerState, path: str, allow_local_paths: bool) -> Path:
-    """A LoRA path as sent by a client -> a file on this machine (runs in an engine thread)."""
+    """A LoRA path as sent by a client -> a file on this machine (runs in an engine thread).
+
+    Our own file URLs map to the stored file; other http(s) URLs are downloaded once into the
+    server's cache (at most ``max_upload`` bytes); local paths only with ``allow_local_paths``.
+    """
     parts = urlsplit(path)
-    if parts.scheme in {"http", "https"} and parts.path.startswith("/files/"):
-        local = state.files.resolve(unquote(parts.path[len("/files/"):]))
-        if local is not None:
-            return local
+    if parts.scheme in {"http", "https"}:
+        if parts.path.startswith("/files/"):
+            local = state.files.resolve(unquote(parts.path[len("/files/"):]))
+            if local is not None:
+                return local
+        return _download(state, path)
     if allow_local_paths and not parts.scheme:
         local_path = Path(path).expanduser()
         if local_path.is_file():
             return local_path
     raise EngineInputError("loras", path, "not a file this server has; upload it with the storage protocol first")
+
+
+def _download(state: ServerState, url: str) -> Path:
+    import hashlib
+
+    import httpx
+
+    key = hashlib.sha256(url.encode()).hexdigest()[:32]
+    cached = state.files.cached(key)
+    if cached is not None:
+        return cached
+    tmp_path, _ = state.files.new_upload()
+    try:
+        size = 0
+        with httpx.stream("GET", url, follow_redirects=True, timeout=httpx.Timeout(60.0, connect=10.0)) as response:
+            if response.status_code != 200:
+                raise EngineInputError("loras", url, f"download failed: HTTP {response.status_code}")
+            with open(tmp_path, "wb") as out:
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > state.max_upload:
+                        raise EngineInputError("loras", url, f"file is over this server's limit of {state.max_upload} bytes")
+                    out.write(chunk)
+        return state.files.commit_cache(tmp_path, key, urlsplit(url).path.rsplit("/", 1)[-1])
+    except httpx.HTTPError as exc:
+        raise EngineInputError("loras", url, f"download failed: {type(exc).__name__}") from exc
+    finally:
+        tmp_path.unlink(missing_ok=True)

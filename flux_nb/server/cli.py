@@ -62,6 +62,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--fail-rate", type=_fraction, default=0.0, help="fraction of requests answered with a fault (0..1)")
     parser.add_argument("--fault-seed", type=int, default=None, help="seed making the faults reproducible")
     parser.add_argument("--result-ttl", type=_non_negative, default=3600.0, help="seconds finished results are kept (default 3600)")
+    parser.add_argument("--allow-local-paths", action="store_true",
+                        help="let LoRA paths name files on this machine (only for a server you alone use)")
     parser.add_argument("--public-url", default=None, help="base URL to put in answers (behind a proxy)")
     group = parser.add_argument_group("diffusers engine")
     group.add_argument("--model", default=None, help="local diffusers pipeline folder or cached model id")
@@ -114,6 +116,7 @@ def serve_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     app = create_app(
         engine, workers=args.workers, token=token, latency=args.latency, fail_rate=args.fail_rate,
         fault_seed=args.fault_seed, result_ttl=args.result_ttl, public_url=args.public_url,
+        allow_local_paths=args.allow_local_paths,
     )
     url = args.public_url or url_for(args.host if args.host not in {"0.0.0.0", "::"} else "127.0.0.1", sock.getsockname()[1])
     print(f"flux-nb: serving fal-ai/flux-lora with the {engine.name} engine at {url}  (use: FLUX_NB_ENDPOINT={url})", flush=True)

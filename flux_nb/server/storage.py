@@ -71,6 +71,20 @@ class FileStore:
         tmp_path.replace(path)
         return rel
 
+    # -- downloads ----------------------------------------------------------------------------
+
+    def cached(self, key: str) -> Path | None:
+        """A file downloaded before under ``key`` (not served over HTTP)."""
+        folder = self.root / "cache" / safe_file_name(key)
+        files = sorted(folder.iterdir()) if folder.is_dir() else []
+        return files[0] if files else None
+
+    def commit_cache(self, tmp_path: Path, key: str, file_name: str | None) -> Path:
+        path = self.root / "cache" / safe_file_name(key) / safe_file_name(file_name, "download.bin")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path.replace(path)
+        return path
+
     # -- lookup -------------------------------------------------------------------------------
 
     def resolve(self, relpath: str) -> Path | None:
