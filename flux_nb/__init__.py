@@ -19,6 +19,18 @@ _EXPORTS: dict[str, str] = {
     "LoraWeight": "flux_nb.params",
     "FluxResult": "flux_nb.result",
     "FluxImage": "flux_nb.result",
+    # generating
+    "generate": "flux_nb.client",
+    "agenerate": "flux_nb.client",
+    "FluxClient": "flux_nb.client",
+    "AsyncFluxClient": "flux_nb.client",
+    "get_client": "flux_nb.client",
+    "login": "flux_nb.backend",
+    "set_session_key": "flux_nb.backend",
+    # front ends
+    "Panel": "flux_nb.panel",
+    # saving and history
+    "read_metadata": "flux_nb.metadata",
     # errors
     "FluxError": "flux_nb.errors",
     "FluxValidationError": "flux_nb.errors",
