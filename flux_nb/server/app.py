@@ -344,7 +344,7 @@ async def _queue(request: Request, app_id: str) -> Job | JSONResponse:
     if isinstance(parsed, JSONResponse):
         return parsed
     state = _state(request)
-    if state.closed or state.jobs.closed:
+    if state.closed or not state.jobs.accepting:
         return _error(503, "the server is shutting down", "service_unavailable", {"X-Fal-Retryable": "true"})
     return await state.jobs.submit(
         parsed, app_id, priority=request.headers.get("x-fal-queue-priority", "normal"), start_timeout=_start_timeout(request)

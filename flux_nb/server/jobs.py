@@ -229,6 +229,11 @@ class JobQueue:
             return None
 
     @property
+    def accepting(self) -> bool:
+        """False once shutdown has begun."""
+        return not self._closing
+
+    @property
     def queue_length(self) -> int:
         return len(self._waiting)
 
