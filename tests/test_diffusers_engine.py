@@ -299,17 +299,32 @@ def test_load_errors_name_the_model(tmp_path):
 # -- through the real server ----------------------------------------------------------------------
 
 
+CACHED_ID = "flux-nb-test/tiny-flux"
+
+
+def fake_hub_cache(cache: Path, model_id: str, folder: Path) -> Path:
+    """Lay ``folder`` out as the Hugging Face cache holds a downloaded model (refs/main -> snapshot)."""
+    repo = cache / ("models--" + model_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return cache
+
+
 @pytest.fixture(scope="module")
 def served(model_dir, tmp_path_factory):
-    """``flux-nb serve --engine diffusers --model DIR`` in a subprocess; yields its URL."""
+    """``flux-nb serve --engine diffusers --model ID`` in a subprocess, the model id found in a
+    private Hugging Face cache (so loading by cached id is what runs); yields the server's URL."""
     logs = tmp_path_factory.mktemp("serve-logs") / "stderr.txt"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cache = fake_hub_cache(tmp_path_factory.mktemp("hf-cache"), CACHED_ID, model_dir)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     for name in ("FAL_KEY", "FLUX_NB_ENDPOINT", "FLUX_NB_TOKEN"):
         env.pop(name, None)
     with open(logs, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flux_nb.cli", "serve", "--port", "0", "--engine", "diffusers",
-             "--model", str(model_dir), "--device", "cpu"],
+             "--model", CACHED_ID, "--device", "cpu"],
             stdout=subprocess.PIPE, stderr=err, text=True, env=env,
         )
     try:
