@@ -20,6 +20,7 @@ Retry policy (see docs/reliability.md):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import io
 import json
@@ -852,9 +853,21 @@ def get_client() -> FluxClient:
             old = _default
             _default = FluxClient(announce=True)
             _default_env = env
+            if old is None:
+                atexit.register(_close_default_at_exit)
             if old is not None:
                 _loop.submit(old.aio.aclose())
         return _default
+
+
+def _close_default_at_exit() -> None:
+    # Stop the embedded server's workers cleanly instead of leaving tasks pending at exit.
+    client = _default
+    if client is not None and not _loop.in_loop_thread():
+        try:
+            _loop.submit(client.aio.aclose()).result(timeout=5)
+        except Exception:  # exiting anyway
+            pass
 
 
 def reset_default_client() -> None:
