@@ -211,6 +211,11 @@ class LoraAdapters:
             self._lora_active = False
 
     def _load(self, lora: ResolvedLora) -> None:
+        from diffusers.utils import USE_PEFT_BACKEND
+
+        if not USE_PEFT_BACKEND:
+            # A server set-up problem, not the request's: a plain error (HTTP 500), not a 422.
+            raise RuntimeError("LoRAs need the peft package on the server: pip install 'flux-nb[local]'")
         name = lora.adapter_name
         raw = _read_safetensors(lora)
         try:
