@@ -104,7 +104,7 @@ def test_engine_failures_are_replayed(live_server):
         bad = submit(c, prompt="bad input")
         wait_status(c, bad["status_url"], "COMPLETED")
         result = c.get(bad["response_url"])
-        assert result.status_code == 422 and result.json()["detail"][0]["loc"] == ["body", "loras", "0", "scale"]
+        assert result.status_code == 422 and result.json()["detail"][0]["loc"] == ["body", "loras", 0, "scale"]
 
         ok = submit(c, prompt="fine")  # the server keeps serving
         wait_status(c, ok["status_url"], "COMPLETED")

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import FieldError
 from ..params import LIMITS, FluxRequest
 from . import protocol as P
 from .engines.base import Engine, EngineInputError, EngineOutput, JobCancelled, JobContext
@@ -296,7 +297,7 @@ class JobQueue:
         except JobCancelled:
             self._finish_cancelled(job, "cancelled while running")
         except EngineInputError as exc:
-            detail = [{"loc": ["body", *exc.field.split(".")], "msg": exc.message, "type": "value_error"}]
+            detail = [FieldError(exc.field, exc.value, exc.message).to_fal()]
             self._finish_failed(job, 422, f"{exc.field}: {exc.message}", P.ERROR_VALIDATION, detail)
         except asyncio.CancelledError:
             # shutdown gave up waiting: the thread stops at its next check; the job ends now
