@@ -259,7 +259,7 @@ def test_cancel_running_and_queued_on_server(live_server):
         p.prompt.value = "waiting one"
         p.generate_button.click()
         assert "Queued #" in p.status
-        _wait_for(lambda: "Generating" in p.status)
+        _wait_for(lambda: "generating ·" in p.status)  # the server reported it running
         assert p.cancel() == 2
         p.wait(WAIT)
         assert "cancelled" in p.status.lower()
@@ -272,8 +272,12 @@ def test_cancel_running_and_queued_on_server(live_server):
         client.close()
 
 
+def _stats(server) -> dict:
+    return httpx.get(f"{server.url}/stats").json()
+
+
 def _jobs(server) -> dict:
-    return httpx.get(f"{server.url}/stats").json()["jobs"]
+    return _stats(server)["jobs"]
 
 
 def _wait_for(predicate, timeout=WAIT):
