@@ -5,7 +5,6 @@ Nothing here touches widgets, so it is tested directly and reused by other front
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 from ..errors import (
@@ -31,7 +30,6 @@ __all__ = [
     "magic_code",
     "python_code",
     "estimate_cost",
-    "DEFAULT_PRICE_PER_MEGAPIXEL",
 ]
 
 #: What each request field is called on the panel, so errors name the control the user sees.
@@ -48,10 +46,6 @@ FIELD_LABELS: dict[str, str] = {
     "enable_safety_checker": "Safety checker",
     "output_format": "Format",
 }
-
-#: fal's listed price for flux-lora, dollars per output megapixel (each image rounded up).
-DEFAULT_PRICE_PER_MEGAPIXEL = 0.035
-
 
 def field_label(field: str) -> str:
     """The panel's name for a request field (``loras.0.scale`` -> ``LoRA 1 scale``)."""
@@ -178,18 +172,15 @@ def python_code(request: FluxRequest) -> str:
     return f"import flux_nb\n\nresult = flux_nb.generate(\n    {body},\n)\nresult"
 
 
-def estimate_cost(requests: Iterable[FluxRequest], price_per_megapixel: float = DEFAULT_PRICE_PER_MEGAPIXEL) -> dict[str, float]:
-    """Requests, images, billed megapixels and dollars for a set of requests (fal rounds each image
-    up to whole megapixels)."""
-    n_requests = n_images = 0
-    megapixels = 0
-    for request in requests:
-        n_requests += 1
-        n_images += request.num_images
-        megapixels += math.ceil(request.width * request.height / 1_000_000) * request.num_images
+def estimate_cost(requests: Iterable[FluxRequest], price_per_megapixel: float | None = None) -> dict[str, float]:
+    """Requests, images, billed megapixels and dollars for a set of requests, priced by
+    :mod:`flux_nb.pricing` (each image rounded up to whole megapixels)."""
+    from .. import pricing
+
+    requests = list(requests)
     return {
-        "requests": n_requests,
-        "images": n_images,
-        "megapixels": megapixels,
-        "cost": round(megapixels * price_per_megapixel, 4),
+        "requests": len(requests),
+        "images": sum(r.num_images for r in requests),
+        "megapixels": sum(pricing.request_megapixels(r) for r in requests),
+        "cost": round(pricing.estimate_cost(requests, price_per_megapixel), 4),
     }

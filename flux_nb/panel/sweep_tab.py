@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from ..errors import FluxValidationError
-from .code import DEFAULT_PRICE_PER_MEGAPIXEL, describe_error, estimate_cost
+from .code import describe_error, estimate_cost
 
 if TYPE_CHECKING:  # pragma: no cover
     from .widget import Panel
@@ -131,10 +131,7 @@ class SweepTab(widgets.VBox):
             self._panel._report_error(exc, prefix="Sweep: ")
             self.cost_line.value = ""
             return None
-        from .. import sweep as sweep_module
-
-        price = getattr(sweep_module, "PRICE_PER_MEGAPIXEL", DEFAULT_PRICE_PER_MEGAPIXEL)
-        cost = estimate_cost((cell.request for cell in plan.cells), price)
+        cost = estimate_cost(cell.request for cell in plan.cells)
         self.cost_line.value = (f"{cost['requests']} request(s), {cost['images']} image(s), "
                                 f"{cost['megapixels']} MP, about ${cost['cost']:.2f} on fal.ai")
         return cost
