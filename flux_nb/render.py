@@ -34,6 +34,7 @@ import weakref
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -217,7 +218,7 @@ def _file_href(path: Path | None) -> str | None:
         relative = absolute.relative_to(Path(os.getcwd()).resolve())
     except ValueError:
         return absolute.as_uri()
-    return "/".join(html.escape(part, quote=True) for part in relative.parts)
+    return "/".join(quote(part) for part in relative.parts)  # html-escaped where it is written
 
 
 def _num(x: float) -> str:

@@ -137,9 +137,9 @@ def test_full_size_link_relative_under_cwd_else_file_url(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = make_result(n=1)
     assert "full size" not in render.result_html(result)  # not saved yet: no link
-    result.save("out")
+    result.save("my out")
     html = render.result_html(result)
-    assert f'href="out/{result.images[0].path.name}"' in html
+    assert f'href="my%20out/{result.images[0].path.name}"' in html
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
