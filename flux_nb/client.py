@@ -527,10 +527,27 @@ class AsyncFluxClient:
                 return hit
         deadline = self._deadline(timeout)
         started = time.monotonic()
-        handle = await self.submit(request, timeout=max(1.0, min(deadline - time.monotonic(), self.request_timeout * 4)))
+        submit_timeout = max(1.0, min(deadline - time.monotonic(), self.request_timeout * 4))
+        handle = await self._submit_cancel_safely(request, submit_timeout)
         if store is not None:
             await asyncio.to_thread(_journal, store, "journal_submit", request, self._journal_info(handle))
         return await self._follow(handle, request, on_status=on_status, deadline=deadline, started=started)
+
+    async def _submit_cancel_safely(self, request: FluxRequest, timeout: float) -> JobHandle:
+        """Submit; if cancelled while the submit is in flight, let it land and cancel that job.
+
+        Abandoning the submit instead would leave a job running (and billed) with no handle to it.
+        """
+        task = asyncio.ensure_future(self.submit(request, timeout=timeout))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            try:
+                handle = await asyncio.wait_for(task, timeout)
+            except (FluxError, asyncio.TimeoutError, asyncio.CancelledError):
+                raise asyncio.CancelledError() from None
+            await asyncio.shield(self._cancel_quietly(handle))
+            raise
 
     async def fetch(self, handle: JobHandle | Mapping[str, str], request: FluxRequest, *, timeout: float | None = None) -> FluxResult:
         """Finish a job submitted earlier (e.g. before a kernel restart): wait, fetch, persist."""

@@ -166,6 +166,8 @@ class _FlakyTransport(httpx.AsyncBaseTransport):
                 response = await self.inner.handle_async_request(request)  # the job IS created
                 await response.aclose()
                 raise httpx.ReadError("connection reset after sending")
+        if self.mode == "slow-submit" and request.method == "POST":
+            await asyncio.sleep(0.5)
         if self.mode == "no-stream" and request.url.path.endswith("/status/stream"):
             return httpx.Response(404, json={"detail": "no stream here"})
         return await self.inner.handle_async_request(request)
@@ -283,3 +285,16 @@ def test_overall_deadline_cancels_the_job(live_server):
     while stats(server)["jobs"]["cancelled"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert stats(server)["jobs"]["cancelled"] == 1
+
+
+def test_cancel_while_the_submit_is_in_flight_still_cancels_the_job(live_server):
+    server = live_server(latency=3.0)
+    client = FluxClient(endpoint=server.url, store=False, transport=_FlakyTransport("slow-submit"))
+    future = _loop.submit(client.aio.generate("x", seed=1, image_size="square"))
+    time.sleep(0.1)  # the submit is still travelling
+    future.cancel()
+    deadline = time.monotonic() + 10
+    while stats(server)["jobs"]["cancelled"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    s = stats(server)
+    assert s["jobs"]["submitted"] == 1 and s["jobs"]["cancelled"] == 1 and s["jobs"]["completed"] == 0
