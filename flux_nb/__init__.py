@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "set_session_key": "flux_nb.backend",
     # front ends
     "Panel": "flux_nb.panel",
+    "HistoryEntry": "flux_nb.panel",
     # saving and history
     "read_metadata": "flux_nb.metadata",
     # errors
