@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "HistoryEntry": "flux_nb.panel",
     # saving and history
     "read_metadata": "flux_nb.metadata",
+    "read_info": "flux_nb.metadata",
     # errors
     "FluxError": "flux_nb.errors",
     "FluxValidationError": "flux_nb.errors",

@@ -398,13 +398,9 @@ class FluxMagics(Magics, Configurable):
         if not key:
             print("no key entered; nothing changed")
             return
-        try:
-            from .client import set_session_key
-        except ImportError:
-            # Fallback for clients without session keys: the process environment, never a file.
-            os.environ["FAL_KEY"] = key
-        else:
-            set_session_key(key)
+        from .backend import set_session_key
+
+        set_session_key(key)
         print("key set for this session; generations now go to fal.ai (it is not saved anywhere)")
 
 

@@ -99,6 +99,12 @@ class FluxResult:
 
         return result_mimebundle(self)
 
+    def show(self, *, reveal_nsfw: bool = False, **options: Any) -> None:
+        """Display the grid now (``reveal_nsfw=True`` shows flagged images unblurred)."""
+        from .render import show
+
+        show(self, reveal_nsfw=reveal_nsfw, **options)
+
     def save(self, folder: str | Path) -> list[Path]:
         """Write full-size images with embedded parameters, plus ``request.json``; return the paths."""
         from .metadata import save_result
