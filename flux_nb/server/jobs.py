@@ -16,6 +16,7 @@ Finished jobs are kept ``result_ttl`` seconds, then forgotten (their files delet
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import secrets
 import time
@@ -138,6 +139,9 @@ class JobQueue:
         self._cond: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # One engine thread per worker: asyncio's default executor has only cpu_count + 4 threads,
+        # which would quietly cap a server with more workers (6 on a 2-core machine).
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closing = False
         self.closed = False
 
@@ -149,6 +153,7 @@ class JobQueue:
             return
         self._loop = asyncio.get_running_loop()
         self._cond = asyncio.Condition()
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="flux-nb-engine")
         self._tasks = [asyncio.create_task(self._worker(), name=f"flux-nb-worker-{i}") for i in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._sweeper(), name="flux-nb-sweeper"))
 
@@ -177,6 +182,8 @@ class JobQueue:
         for job in list(self._running):
             self._finish_cancelled(job, "server shutting down")
         self._running.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         self.closed = True
 
     # -- submitting and looking up ------------------------------------------------------------
@@ -293,7 +300,8 @@ class JobQueue:
             resolve_file=self._resolve_file,
         )
         try:
-            images, output = await asyncio.to_thread(self._work, job, ctx)
+            assert self._executor is not None
+            images, output = await loop.run_in_executor(self._executor, self._work, job, ctx)
         except JobCancelled:
             self._finish_cancelled(job, "cancelled while running")
         except EngineInputError as exc:
