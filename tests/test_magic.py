@@ -355,13 +355,19 @@ def test_help_lists_options(ip):
 
 
 def test_login_asks_with_getpass_and_never_echoes(ip, monkeypatch):
-    keys = []
+    from flux_nb import backend
+
     monkeypatch.setattr("getpass.getpass", lambda prompt="": "sk-test-secret")
-    monkeypatch.setattr(client_module, "set_session_key", keys.append, raising=False)
-    _, stdout, stderr, _ = run(ip, "%flux login")
-    assert keys == ["sk-test-secret"]
-    assert "sk-test-secret" not in stdout + stderr and "key set" in stdout
-    assert "sk-test-secret" not in str(ip.user_ns.get("_", ""))
+    monkeypatch.setattr(backend, "_session_key", None)
+    try:
+        _, stdout, stderr, _ = run(ip, "%flux login")
+        assert backend._session_key is not None and backend._session_key.reveal() == "sk-test-secret"
+        assert client_module.get_client().backend.kind == "fal"  # the key now selects fal.ai
+        assert "sk-test-secret" not in stdout + stderr and "key set" in stdout
+        assert "sk-test-secret" not in str(ip.user_ns.get("_", ""))
+        assert "FAL_KEY" not in os.environ  # memory only, not the environment
+    finally:
+        backend.clear_session_key()
 
 
 def test_history_lists_recent_generations(ip):
