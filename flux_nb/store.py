@@ -1,0 +1,573 @@
+"""The local store: every generation on disk, indexed in SQLite, plus a journal of jobs in flight.
+
+Layout under the data folder (:func:`default_data_dir`, ``FLUX_NB_DATA_DIR`` or the platform's user
+data folder)::
+
+    flux.sqlite3                 the index (WAL mode: many readers, one writer, across processes)
+    images/<yyyy-mm-dd>/<id>-<i>.<ext>   full-size images with their parameters embedded
+
+Three uses:
+
+- **cache**: :meth:`Store.lookup` finds a finished generation of the same request (same
+  :meth:`~flux_nb.params.FluxRequest.cache_key`, so only requests with an explicit seed) and loads
+  it back from disk, so re-running a cell or a sweep costs nothing;
+- **history**: :meth:`Store.history` lists and searches past generations, newest first;
+- **journal**: the client records each job right after submitting it and clears it once the images
+  are saved, so after a crash :func:`flux_nb.recover` fetches what the server already finished
+  instead of paying for it twice.
+
+Nothing secret is ever written: requests are fal's JSON input and handles keep only the request id,
+its URLs and an endpoint label. :meth:`Store.save` raises :class:`FluxStoreError` when the folder
+cannot be written (full disk, read-only folder); the caller keeps its in-memory result. Reads
+(:meth:`lookup`, :meth:`pending`, ...) and the journal treat a broken store as empty and warn once,
+so a bad data folder never stops a generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import uuid
+import warnings
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import FluxError
+from .params import FluxRequest
+from .result import FluxImage, FluxResult
+
+__all__ = [
+    "FluxStoreError",
+    "HistoryEntry",
+    "PendingJob",
+    "Store",
+    "default_data_dir",
+    "get_store",
+]
+
+DB_NAME = "flux.sqlite3"
+_SCHEMA_VERSION = 1
+# One token per process, so recovery can tell this process's live jobs from a dead one's.
+_PROCESS_TOKEN = uuid.uuid4().hex
+# The only handle keys the journal keeps: nothing else (and so no credential) reaches the disk.
+_HANDLE_KEYS = ("request_id", "status_url", "response_url", "cancel_url", "endpoint", "app_id")
+
+
+class FluxStoreError(FluxError, OSError):
+    """The local store could not be written or read (full disk, read-only or missing folder)."""
+
+
+def default_data_dir() -> Path:
+    """The data folder: ``$FLUX_NB_DATA_DIR`` if set (read now), else the platform's user data folder."""
+    env = os.environ.get("FLUX_NB_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("flux-nb"))
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One past generation as the index records it (images stay on disk until :meth:`load`)."""
+
+    id: int
+    created_at: datetime
+    prompt: str
+    request: FluxRequest
+    seed: int
+    request_id: str | None
+    backend: str
+    cache_key: str
+    paths: tuple[Path, ...]
+    timings: dict[str, Any] = field(default_factory=dict)
+    nsfw: tuple[bool, ...] = ()
+    images: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    @property
+    def files_exist(self) -> bool:
+        return all(p.is_file() for p in self.paths)
+
+    def load(self) -> FluxResult:
+        """The generation with its images read back from disk (``cached=True``)."""
+        images = []
+        for info, path in zip(self.images, self.paths):
+            images.append(
+                FluxImage(
+                    data=path.read_bytes(),
+                    content_type=info.get("content_type", "image/jpeg"),
+                    width=int(info.get("width", 0)),
+                    height=int(info.get("height", 0)),
+                    url=info.get("url"),
+                    file_name=info.get("file_name"),
+                    nsfw=bool(info.get("nsfw", False)),
+                    path=path,
+                )
+            )
+        return FluxResult(
+            images=images,
+            seed=self.seed,
+            request=self.request,
+            prompt=self.prompt,
+            has_nsfw_concepts=list(self.nsfw),
+            timings=dict(self.timings),
+            request_id=self.request_id,
+            backend=self.backend,
+            created_at=self.created_at,
+            cached=True,
+        )
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """A journaled job that was submitted but whose images were never saved."""
+
+    request_id: str
+    request: FluxRequest
+    handle_info: dict[str, Any]
+    submitted_at: datetime
+    process_token: str
+
+    @property
+    def response_url(self) -> str | None:
+        return self.handle_info.get("response_url")
+
+    @property
+    def status_url(self) -> str | None:
+        return self.handle_info.get("status_url")
+
+    @property
+    def cancel_url(self) -> str | None:
+        return self.handle_info.get("cancel_url")
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.handle_info.get("endpoint")
+
+    @property
+    def from_this_process(self) -> bool:
+        """True when this process submitted it (so it is probably still running here)."""
+        return self.process_token == _PROCESS_TOKEN
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS generations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cache_key TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    request_id TEXT,
+    backend TEXT NOT NULL DEFAULT '',
+    prompt TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    timings_json TEXT NOT NULL DEFAULT '{}',
+    nsfw_json TEXT NOT NULL DEFAULT '[]',
+    images_json TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS generations_cache_key ON generations (cache_key, id);
+CREATE INDEX IF NOT EXISTS generations_request_id ON generations (request_id);
+CREATE TABLE IF NOT EXISTS journal (
+    request_id TEXT PRIMARY KEY,
+    cache_key TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    handle_json TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    process_token TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_cache_key ON journal (cache_key);
+CREATE TABLE IF NOT EXISTS sweep_seeds (
+    signature TEXT PRIMARY KEY,
+    seed INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat()
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:64] or "image"
+
+
+class Store:
+    """The generations, history and job journal under one data folder.
+
+    ``root`` defaults to :func:`default_data_dir` (read when the store is made). Safe to share
+    between threads; several processes (kernels) may use the same folder at once.
+    """
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_data_dir()
+        self._init_lock = threading.Lock()
+        self._ready = False
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return f"<Store {str(self.root)!r}>"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    # -- connections --------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self, *, create: bool = True) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection in a transaction. One per call: cheap, and thread- and fork-safe."""
+        try:
+            if not create and not self.db_path.exists():
+                raise FluxStoreError(f"no store index at {self.db_path}")
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        except FluxStoreError:
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            raise FluxStoreError(f"cannot open the flux-nb store at {self.root}: {exc}") from exc
+        with closing(conn):
+            try:
+                conn.execute("PRAGMA busy_timeout = 30000")
+                self._ensure_schema(conn)
+                conn.execute("BEGIN IMMEDIATE" if create else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise FluxStoreError(f"the flux-nb store at {self.root} failed: {exc}") from exc
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        if self._ready:
+            return
+        with self._init_lock:
+            if self._ready:
+                return
+            # WAL: readers never block the writer, and several kernels can share the folder.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
+            )
+            self._ready = True
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"flux-nb store unavailable, carrying on without it: {exc}", RuntimeWarning, stacklevel=3)
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, result: FluxResult) -> FluxResult:
+        """Write the result's images (metadata embedded) and index the generation; set ``image.path``.
+
+        Files are written atomically (a temp file, then ``os.replace``). Raises
+        :class:`FluxStoreError` if the folder cannot be written; the result in memory is untouched
+        then. Returns the same result object.
+        """
+        created = result.created_at if result.created_at.tzinfo else result.created_at.replace(tzinfo=timezone.utc)
+        folder = self.images_dir / created.astimezone().strftime("%Y-%m-%d")
+        stem = _safe_name(result.request_id or f"{result.request.cache_key()[:16]}-{uuid.uuid4().hex[:8]}")
+        written: list[Path] = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, image in enumerate(result.images):
+                target = folder / f"{stem}-{index}.{image.extension}"
+                if target.exists():  # the same request id saved twice: keep both
+                    target = folder / f"{stem}-{uuid.uuid4().hex[:8]}-{index}.{image.extension}"
+                data = embed(image.data, image.content_type, result, index)
+                _atomic_write(target, data)
+                written.append(target)
+        except OSError as exc:
+            for path in written:
+                _unlink_quietly(path)
+            raise FluxStoreError(f"cannot save images under {folder}: {exc.strerror or exc}") from exc
+
+        images_info = [
+            {
+                "path": str(path),
+                "content_type": image.content_type,
+                "width": image.width,
+                "height": image.height,
+                "file_name": image.file_name,
+                "nsfw": bool(image.nsfw),
+            }
+            for image, path in zip(result.images, written)
+        ]
+        request = result.request
+        try:
+            with self._connect() as conn:
+                conn.execute(
+                    "INSERT INTO generations (cache_key, request_json, seed, request_id, backend, prompt,"
+                    " created_at, timings_json, nsfw_json, images_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        request.cache_key(),
+                        json.dumps(request.to_dict(), sort_keys=True),
+                        int(result.seed),
+                        result.request_id,
+                        result.backend or "",
+                        result.prompt or request.prompt,
+                        _iso(created),
+                        json.dumps(result.timings or {}, default=str),
+                        json.dumps([bool(x) for x in result.has_nsfw_concepts]),
+                        json.dumps(images_info),
+                    ),
+                )
+        except FluxStoreError:
+            for path in written:
+                _unlink_quietly(path)
+            raise
+        for image, path in zip(result.images, written):
+            image.path = path
+        return result
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _entries(self, sql: str, params: tuple[Any, ...]) -> list[HistoryEntry]:
+        try:
+            with self._connect(create=False) as conn:
+                rows = conn.execute(sql, params).fetchall()
+        except FluxStoreError as exc:
+            if self.db_path.exists():
+                self._warn(exc)
+            return []
+        return [_entry_from_row(row) for row in rows]
+
+    def lookup(self, request: FluxRequest) -> FluxResult | None:
+        """A finished generation of this exact request, read back from disk (``cached=True``).
+
+        Only requests with an explicit seed are looked up (an unseeded request is random by
+        design). Returns None when nothing matches or its files are gone.
+        """
+        if request.seed is None:
+            return None
+        for entry in self._entries(_SELECT + " WHERE cache_key = ? ORDER BY id DESC LIMIT 5", (request.cache_key(),)):
+            if entry.paths and entry.files_exist:
+                try:
+                    return entry.load()
+                except OSError:
+                    continue
+        return None
+
+    def has(self, request: FluxRequest) -> bool:
+        """Whether :meth:`lookup` would find this request, without reading the images."""
+        if request.seed is None:
+            return False
+        entries = self._entries(_SELECT + " WHERE cache_key = ? ORDER BY id DESC LIMIT 5", (request.cache_key(),))
+        return any(e.paths and e.files_exist for e in entries)
+
+    def history(self, limit: int | None = 20, search: str | None = None) -> list[HistoryEntry]:
+        """Past generations, newest first; ``search`` keeps those whose prompt contains it (any case)."""
+        sql, params = _SELECT, ()
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            sql += " WHERE prompt LIKE ? ESCAPE '\\'"
+            params = (f"%{escaped}%",)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (*params, int(limit))
+        return self._entries(sql, params)
+
+    def get(self, id: int) -> HistoryEntry | None:
+        """The history entry with this id, or None."""
+        found = self._entries(_SELECT + " WHERE id = ?", (int(id),))
+        return found[0] if found else None
+
+    def load(self, id: int) -> FluxResult | None:
+        """The generation with this id, images read back from disk; None if unknown or files are gone."""
+        entry = self.get(id)
+        if entry is None or not entry.files_exist:
+            return None
+        return entry.load()
+
+    def find_request_id(self, request_id: str) -> HistoryEntry | None:
+        """The saved generation of a server job, if any."""
+        found = self._entries(_SELECT + " WHERE request_id = ? ORDER BY id DESC LIMIT 1", (request_id,))
+        return found[0] if found else None
+
+    # -- journal ------------------------------------------------------------------------------
+
+    def journal_submit(self, request: FluxRequest, handle_info: dict[str, Any]) -> None:
+        """Record a submitted job: its request and the URLs to fetch or cancel it.
+
+        Only ``request_id``, ``status_url``, ``response_url``, ``cancel_url``, ``endpoint`` and
+        ``app_id`` are kept. Never raises: a broken store only warns.
+        """
+        info = {k: handle_info[k] for k in _HANDLE_KEYS if handle_info.get(k) is not None}
+        request_id = info.get("request_id")
+        if not request_id:
+            raise ValueError("journal_submit needs handle_info['request_id']")
+        try:
+            with self._connect() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO journal (request_id, cache_key, request_json, handle_json,"
+                    " submitted_at, process_token) VALUES (?,?,?,?,?,?)",
+                    (
+                        str(request_id),
+                        request.cache_key(),
+                        json.dumps(request.to_dict(), sort_keys=True),
+                        json.dumps(info, sort_keys=True),
+                        _iso(_now()),
+                        _PROCESS_TOKEN,
+                    ),
+                )
+        except FluxStoreError as exc:
+            self._warn(exc)
+
+    def journal_done(self, request_id: str) -> None:
+        """Forget a journaled job (its images are saved, or it failed or was cancelled). Never raises."""
+        try:
+            with self._connect(create=False) as conn:
+                conn.execute("DELETE FROM journal WHERE request_id = ?", (str(request_id),))
+        except FluxStoreError as exc:
+            if self.db_path.exists():
+                self._warn(exc)
+
+    def pending(self, request: FluxRequest | None = None, *, include_own: bool = True) -> list[PendingJob]:
+        """Journaled jobs, oldest first; only those of ``request`` when given (seeded requests only).
+
+        ``include_own=False`` leaves out jobs this process submitted (still running here).
+        """
+        sql, params = "SELECT request_id, request_json, handle_json, submitted_at, process_token FROM journal", ()
+        if request is not None:
+            if request.seed is None:
+                return []
+            sql += " WHERE cache_key = ?"
+            params = (request.cache_key(),)
+        sql += " ORDER BY submitted_at"
+        try:
+            with self._connect(create=False) as conn:
+                rows = conn.execute(sql, params).fetchall()
+        except FluxStoreError as exc:
+            if self.db_path.exists():
+                self._warn(exc)
+            return []
+        jobs = []
+        for request_id, request_json, handle_json, submitted_at, token in rows:
+            if not include_own and token == _PROCESS_TOKEN:
+                continue
+            jobs.append(
+                PendingJob(
+                    request_id=request_id,
+                    request=FluxRequest.from_dict(json.loads(request_json)),
+                    handle_info=json.loads(handle_json),
+                    submitted_at=datetime.fromisoformat(submitted_at),
+                    process_token=token,
+                )
+            )
+        return jobs
+
+    # -- sweep seeds --------------------------------------------------------------------------
+
+    def sweep_seed(self, signature: str, new_seed: int, *, renew: bool = False) -> int:
+        """The seed remembered for an unseeded sweep with this signature, or ``new_seed`` (remembered).
+
+        ``renew=True`` replaces the remembered seed with ``new_seed``. Falls back to ``new_seed``
+        (not remembered) when the store is broken.
+        """
+        try:
+            with self._connect() as conn:
+                if not renew:
+                    row = conn.execute("SELECT seed FROM sweep_seeds WHERE signature = ?", (signature,)).fetchone()
+                    if row is not None:
+                        return int(row[0])
+                conn.execute(
+                    "INSERT OR REPLACE INTO sweep_seeds (signature, seed, created_at) VALUES (?,?,?)",
+                    (signature, int(new_seed), _iso(_now())),
+                )
+        except FluxStoreError as exc:
+            self._warn(exc)
+        return int(new_seed)
+
+
+_SELECT = (
+    "SELECT id, cache_key, request_json, seed, request_id, backend, prompt, created_at, timings_json,"
+    " nsfw_json, images_json FROM generations"
+)
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:
+    (id_, cache_key, request_json, seed, request_id, backend, prompt, created_at, timings, nsfw, images) = row
+    image_info = tuple(json.loads(images))
+    return HistoryEntry(
+        id=int(id_),
+        created_at=datetime.fromisoformat(created_at),
+        prompt=prompt,
+        request=FluxRequest.from_dict(json.loads(request_json)),
+        seed=int(seed),
+        request_id=request_id,
+        backend=backend,
+        cache_key=cache_key,
+        paths=tuple(Path(info["path"]) for info in image_info),
+        timings=json.loads(timings),
+        nsfw=tuple(bool(x) for x in json.loads(nsfw)),
+        images=image_info,
+    )
+
+
+def embed(data: bytes, content_type: str, result: FluxResult, index: int) -> bytes:
+    """The image bytes with the generation's parameters embedded (see :mod:`flux_nb.metadata`).
+
+    Falls back to the bytes as they are while the metadata module is not available.
+    """
+    try:
+        from .metadata import embed_metadata
+    except ImportError:
+        return data
+    return embed_metadata(data, content_type, result, index)
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink_quietly(Path(tmp))
+        raise
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+_default_lock = threading.Lock()
+_default: Store | None = None
+
+
+def get_store() -> Store:
+    """The process-wide store for the current data folder (made again if ``FLUX_NB_DATA_DIR`` changed)."""
+    global _default
+    root = default_data_dir()
+    with _default_lock:
+        if _default is None or _default.root != root:
+            _default = Store(root)
+        return _default

@@ -1,0 +1,224 @@
+"""Running a sweep's cells: all at once on the shared event loop, a bounded number in flight.
+
+Each cell is, in order of preference: a finished generation from the store (no request), the result
+of a job journaled by a process that died (fetched, not paid for again), or a new generation from
+the client. A failing cell is marked with its error and the others go on. Cancelling (Ctrl-C)
+cancels every task; the async client cancels each job on the server when its task is cancelled;
+what finished stays finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..errors import FluxCancelledError, FluxError, FluxJobFailedError, FluxNotFoundError
+from .result import SweepCell, SweepResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..params import FluxRequest
+    from ..result import FluxResult
+    from ..store import Store
+
+__all__ = ["DEFAULT_CONCURRENCY", "SweepInterrupted", "Runner", "run_cells"]
+
+#: Cells in flight at once unless ``concurrency=`` says otherwise.
+DEFAULT_CONCURRENCY = 8
+#: Seconds between redraws of the live grid in a notebook.
+LIVE_INTERVAL = 1.0
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a sweep. ``result`` holds the cells that finished (the rest are cancelled).
+
+    Still a KeyboardInterrupt, so scripts stop; re-running the same sweep resumes from the cache.
+    """
+
+    def __init__(self, result: SweepResult):
+        summary = result.summary()
+        super().__init__(
+            f"sweep interrupted: {summary.done} of {summary.cells} cells finished; "
+            "the error's .result has them, and re-running the sweep resumes from the cache"
+        )
+        self.result = result
+
+
+async def obtain(request: "FluxRequest", aio: Any, store: "Store", cache: bool) -> "FluxResult":
+    """One cell's generation: from the store, from a dead process's journaled job, or generated."""
+    if cache:
+        hit = await asyncio.to_thread(store.lookup, request)
+        if hit is not None:
+            return hit
+        fetch = getattr(aio, "fetch", None)
+        if fetch is not None:
+            for job in await asyncio.to_thread(store.pending, request, include_own=False):
+                try:
+                    result = await fetch(job.request_id, job.response_url, job.request)
+                except (FluxNotFoundError, FluxJobFailedError, FluxCancelledError):
+                    store.journal_done(job.request_id)  # expired or never finished: submit anew
+                    continue
+                except FluxError:
+                    continue  # unreachable right now: keep the entry for flux_nb.recover()
+                if not all(im.path is not None for im in result.images):
+                    await asyncio.to_thread(store.save, result)
+                store.journal_done(job.request_id)
+                return result
+    return await aio.generate(request=request, cache=cache)
+
+
+async def run_cells(
+    cells: Sequence[SweepCell],
+    aio: Any,
+    *,
+    store: "Store",
+    cache: bool = True,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_done: Callable[[SweepCell], None] | None = None,
+) -> None:
+    """Run ``cells`` with at most ``concurrency`` in flight; each cell ends done, cached, failed or
+    cancelled. ``on_done`` is called (on the loop) as each finishes."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency={concurrency!r}: must be at least 1")
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(cell: SweepCell) -> None:
+        try:
+            async with semaphore:
+                result = await obtain(cell.request, aio, store, cache)
+                await asyncio.to_thread(cell.finish, result)
+        except asyncio.CancelledError:
+            cell.cancel()
+            raise
+        except Exception as exc:  # fail-soft: the cell keeps its error, the sweep goes on
+            cell.fail(exc)
+        if on_done is not None:
+            try:
+                on_done(cell)
+            except Exception:  # a display problem must not fail the cell
+                pass
+
+    tasks = [asyncio.ensure_future(one(c)) for c in cells]
+    try:
+        await asyncio.gather(*tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        # let every task finish cancelling, so the client has cancelled its job on the server
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for cell in cells:
+            cell.cancel()
+        raise
+
+
+def _in_notebook() -> bool:
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+class _LiveView:
+    """The grid in the notebook output, redrawn at most once per interval as cells finish."""
+
+    def __init__(self, result: SweepResult, interval: float = LIVE_INTERVAL):
+        from IPython.display import display
+
+        self.result = result
+        self.interval = interval
+        self.last = 0.0
+        self.handle = display(result._repr_mimebundle_(), raw=True, display_id=True)
+
+    def update(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            self.handle.update(self.result._repr_mimebundle_(), raw=True)
+
+    def finish(self) -> None:
+        # the returned result displays itself: leave one summary line here, not a second grid
+        self.handle.update({"text/plain": f"sweep finished: {self.result.summary()}"}, raw=True)
+
+
+class Runner:
+    """How a sweep result runs its cells: the client, cache policy, concurrency and display."""
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        cache: bool = True,
+        concurrency: int | None = None,
+        progress: bool = True,
+        live: bool = True,
+    ):
+        self.client = client
+        self.cache = cache
+        self.concurrency = concurrency or DEFAULT_CONCURRENCY
+        self.progress = progress
+        self.live = live
+
+    def aio(self) -> Any:
+        """The async client (``client.aio`` of a sync client; the default client when none given)."""
+        client = self.client
+        if client is None:
+            from ..client import get_client
+
+            client = get_client()
+        return getattr(client, "aio", client)
+
+    def store(self, aio: Any = None) -> "Store":
+        from ..store import get_store
+
+        store = getattr(aio, "store", None) if aio is not None else None
+        return store if store is not None and hasattr(store, "lookup") else get_store()
+
+    def _hooks(self, result: SweepResult, cells: Sequence[SweepCell]):
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(cells), desc="sweep", unit="cell")
+        view = _LiveView(result) if self.live and _in_notebook() else None
+
+        def on_done(cell: SweepCell) -> None:
+            if bar is not None:
+                bar.update(1)
+                if cell.status == "failed":
+                    bar.set_postfix(failed=sum(c.status == "failed" for c in cells), refresh=False)
+            if view is not None:
+                view.update()
+
+        def close() -> None:
+            if bar is not None:
+                bar.close()
+            if view is not None:
+                view.finish()
+
+        return on_done, close
+
+    async def arun(self, result: SweepResult, cells: Sequence[SweepCell]) -> None:
+        """Run ``cells`` of ``result`` on the running loop (for ``await`` in notebooks)."""
+        aio = self.aio()
+        on_done, close = self._hooks(result, cells)
+        try:
+            await run_cells(
+                cells, aio, store=self.store(aio), cache=self.cache, concurrency=self.concurrency, on_done=on_done
+            )
+        finally:
+            close()
+
+    def run(self, result: SweepResult, cells: Sequence[SweepCell]) -> None:
+        """Run ``cells`` of ``result`` on the shared background loop and wait; Ctrl-C cancels them
+        and raises :class:`SweepInterrupted` carrying the result."""
+        from .._loop import run_sync
+
+        try:
+            run_sync(self.arun(result, cells))
+        except KeyboardInterrupt as exc:
+            for cell in cells:
+                cell.cancel()
+            result.interrupted = True
+            raise SweepInterrupted(result) from exc
