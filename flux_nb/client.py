@@ -276,11 +276,11 @@ class AsyncFluxClient:
                 )
             except asyncio.TimeoutError:
                 error: Exception = FluxTimeoutError(
-                    f"{kind} got no complete answer within {limit:.0f} s", request_id=request_id
+                    f"{kind} got no complete answer within {limit:.1f} s", request_id=request_id
                 )
                 if not idempotent:
                     raise FluxAmbiguousSubmitError(
-                        f"the {kind} was sent but its answer did not arrive within {limit:.0f} s; the job "
+                        f"the {kind} was sent but its answer did not arrive within {limit:.1f} s; the job "
                         "may exist on the server, so it was not sent again",
                         request_id=request_id,
                     ) from None
@@ -360,6 +360,11 @@ class AsyncFluxClient:
 
     def _deadline(self, timeout: float | None) -> float:
         return time.monotonic() + (self.timeout if timeout is None else float(timeout))
+
+    def _bounded(self, deadline: float | None, calls: int = 4) -> float:
+        """The earlier of ``deadline`` and ``calls`` request timeouts from now."""
+        own = self._deadline(self.request_timeout * calls)
+        return own if deadline is None else min(own, deadline)
 
     # -- protocol operations ------------------------------------------------------------------
 
@@ -472,16 +477,22 @@ class AsyncFluxClient:
             finally:
                 await response.aclose()
 
-    async def result(self, handle: JobHandle, request: FluxRequest | None = None) -> FluxResult:
-        """Fetch a completed job's output and download its images (concurrently)."""
+    async def result(
+        self, handle: JobHandle, request: FluxRequest | None = None, *, deadline: float | None = None
+    ) -> FluxResult:
+        """Fetch a completed job's output and download its images (concurrently).
+
+        ``deadline`` (a ``time.monotonic()`` value) bounds the whole fetch, downloads included;
+        a generation passes its own, so a stalled result cannot outlive the generation's timeout.
+        """
+        deadline = self._bounded(deadline)
         response = await self._send(
-            "GET", handle.response_url, kind="result", request_id=handle.request_id,
-            deadline=self._deadline(self.request_timeout * 4),
+            "GET", handle.response_url, kind="result", request_id=handle.request_id, deadline=deadline,
         )
         output = parse_output(self._json(response, "result", handle.request_id), request_id=handle.request_id)
         if request is None:
             request = FluxRequest(output.prompt or "(unknown prompt)")
-        return await self._build_result(handle.request_id, output, request)
+        return await self._build_result(handle.request_id, output, request, deadline)
 
     async def cancel(self, handle: JobHandle) -> str:
         """Ask the server to cancel; returns CANCELLATION_REQUESTED, ALREADY_COMPLETED or NOT_FOUND."""
@@ -578,7 +589,7 @@ class AsyncFluxClient:
                 final = status
             if final is not None and final.error:
                 await self._raise_job_error(handle, final)
-            result = await self.result(handle, request)
+            result = await self.result(handle, request, deadline=deadline)
         except asyncio.CancelledError:
             await asyncio.shield(self._cancel_quietly(handle))
             raise
@@ -622,8 +633,10 @@ class AsyncFluxClient:
 
     # -- images -------------------------------------------------------------------------------
 
-    async def _build_result(self, request_id: str, output: Output, request: FluxRequest) -> FluxResult:
-        downloads = [self._download(ref.url, request_id) for ref in output.images]
+    async def _build_result(
+        self, request_id: str, output: Output, request: FluxRequest, deadline: float | None = None
+    ) -> FluxResult:
+        downloads = [self._download(ref.url, request_id, deadline) for ref in output.images]
         payloads = await asyncio.gather(*downloads)
         images = []
         for i, (ref, (data, ctype)) in enumerate(zip(output.images, payloads)):
@@ -650,7 +663,7 @@ class AsyncFluxClient:
             backend=self.backend.kind,
         )
 
-    async def _download(self, url: str, request_id: str) -> tuple[bytes, str | None]:
+    async def _download(self, url: str, request_id: str, deadline: float | None = None) -> tuple[bytes, str | None]:
         if url.startswith("data:"):
             if len(url) > MAX_IMAGE_BYTES * 2:
                 raise FluxProtocolError("a data URI in the result is larger than flux-nb accepts", request_id=request_id)
@@ -660,7 +673,7 @@ class AsyncFluxClient:
             raise FluxProtocolError(f"an image URL uses the unsupported scheme {scheme!r}", request_id=request_id)
         if scheme == "http" and self.backend.kind == "fal":
             raise FluxProtocolError("fal.ai sent a plain-http image URL; refusing it", request_id=request_id)
-        deadline = self._deadline(self.request_timeout * 4)
+        deadline = self._bounded(deadline)
         for _hop in range(4):
             response = await self._send(
                 "GET", url, kind="image", request_id=request_id, deadline=deadline, accept_status=(301, 302, 303, 307, 308)
