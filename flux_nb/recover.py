@@ -40,7 +40,7 @@ async def arecover(client: Any = None, *, include_own: bool = False, concurrency
                 store.journal_done(job.request_id)
                 return saved.load()
             try:
-                result = await aio.fetch(job.request_id, job.response_url, job.request)
+                result = await aio.fetch(job.handle_info, job.request)
             except (FluxNotFoundError, FluxJobFailedError, FluxCancelledError) as exc:
                 # expired (fal keeps results for minutes to an hour), failed or cancelled: nothing to get
                 store.journal_done(job.request_id)

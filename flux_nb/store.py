@@ -56,7 +56,7 @@ _SCHEMA_VERSION = 1
 # One token per process, so recovery can tell this process's live jobs from a dead one's.
 _PROCESS_TOKEN = uuid.uuid4().hex
 # The only handle keys the journal keeps: nothing else (and so no credential) reaches the disk.
-_HANDLE_KEYS = ("request_id", "status_url", "response_url", "cancel_url", "endpoint", "app_id")
+_HANDLE_KEYS = ("request_id", "status_url", "response_url", "cancel_url", "endpoint", "backend", "app_id")
 
 
 class FluxStoreError(FluxError, OSError):
@@ -412,8 +412,8 @@ class Store:
     def journal_submit(self, request: FluxRequest, handle_info: dict[str, Any]) -> None:
         """Record a submitted job: its request and the URLs to fetch or cancel it.
 
-        Only ``request_id``, ``status_url``, ``response_url``, ``cancel_url``, ``endpoint`` and
-        ``app_id`` are kept. Never raises: a broken store only warns.
+        Only ``request_id``, ``status_url``, ``response_url``, ``cancel_url``, ``endpoint``,
+        ``backend`` and ``app_id`` are kept. Never raises: a broken store only warns.
         """
         info = {k: handle_info[k] for k in _HANDLE_KEYS if handle_info.get(k) is not None}
         request_id = info.get("request_id")

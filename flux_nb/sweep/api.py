@@ -120,7 +120,10 @@ async def asweep(
         client=client, progress=progress, live=live, **axes_and_fields,
     )
     if not dry_run:
-        await result._runner.arun(result, result.cells)
+        from .._loop import run_in_loop
+
+        # the client lives on flux-nb's own loop; hop there from Jupyter's
+        await run_in_loop(result._runner.arun(result, result.cells))
     return result
 
 

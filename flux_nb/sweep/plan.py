@@ -123,6 +123,10 @@ def format_value(value: Any) -> str:
         return name if value.scale == 1 else f"{name} @ {format_value(value.scale)}"
     if isinstance(value, ImageSize):
         return str(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(type(v) is int for v in value):
+        return f"{value[0]}x{value[1]}"  # (width, height)
+    if isinstance(value, Mapping) and set(value) == {"width", "height"}:
+        return f"{value['width']}x{value['height']}"
     if isinstance(value, (tuple, list)):
         return " + ".join(format_value(v) for v in value) or "none"
     return str(value)
@@ -148,7 +152,7 @@ class SweepSummary:
     cached: int = 0
     to_send: int = 0
     cost_to_send: float = 0.0
-    done: int = 0
+    done: int = 0  # finished: generated now or taken from the cache
     failed: int = 0
     cancelled: int = 0
     pending: int = 0
@@ -168,10 +172,14 @@ class SweepSummary:
             f"{self.cells} cell(s): {self.requests} request(s), {self.images} image(s), {self.megapixels} MP, "
             f"est. ${self.cost:.2f} at ${self.price_per_megapixel:g}/MP"
         )
-        if self.cached:
-            text += f"; {self.cached} cached, {self.to_send} to send (est. ${self.cost_to_send:.2f})"
-        states = [f"{n} {name}" for name, n in (("done", self.done), ("failed", self.failed),
+        if self.pending:
+            text += f"; {self.pending} pending"
+            if self.cached:
+                text += f" ({self.cached} in the cache, {self.to_send} to send: est. ${self.cost_to_send:.2f})"
+        states = [f"{n} {name}" for name, n in (("finished", self.done), ("failed", self.failed),
                                                   ("cancelled", self.cancelled)) if n]
+        if self.done and self.cached:
+            states[0] += f" ({self.cached} from the cache)"
         if states:
             text += "; " + ", ".join(states)
         return text
@@ -315,7 +323,10 @@ def _axis_values(name: str, value: Any) -> list[Any] | None:
     """The values if ``value`` makes ``name`` an axis, else None (a fixed field)."""
     field_name = _field_of(name)
     if field_name == "loras":
-        return None  # the full LoRA list is always fixed; sweep one with lora=[...]
+        # the full LoRA list is fixed; but a list holding None can only mean on/off: read it as lora=[...]
+        if _is_listy(value) and any(v is None for v in value):
+            return list(value)
+        return None
     if field_name == "lora":
         if not _is_listy(value) or _is_pair(value):
             return None
@@ -404,6 +415,8 @@ def build_plan(
         except FluxValidationError as exc:
             errors.extend(exc.errors)
             continue
+        if name == "loras" and values is not None:
+            name = "lora"
         special = name in ("lora", "loras") or _LORA_SCALE.match(name)
         if not special and name not in _FIXED_FIELDS:
             errors.append(_unknown(key, value))

@@ -55,7 +55,7 @@ async def obtain(request: "FluxRequest", aio: Any, store: "Store", cache: bool) 
         if fetch is not None:
             for job in await asyncio.to_thread(store.pending, request, include_own=False):
                 try:
-                    result = await fetch(job.request_id, job.response_url, job.request)
+                    result = await fetch(job.handle_info, job.request)
                 except (FluxNotFoundError, FluxJobFailedError, FluxCancelledError):
                     store.journal_done(job.request_id)  # expired or never finished: submit anew
                     continue
