@@ -1,0 +1,211 @@
+"""The local store: saving, cache lookups, history, the journal, errors, threads and processes."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from flux_nb.params import FluxRequest
+from flux_nb.result import FluxImage, FluxResult
+from flux_nb.store import FluxStoreError, Store, default_data_dir, get_store
+
+
+def jpeg(color: str = "red", size=(64, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def make_result(prompt="a red fox", seed=7, request_id="req-1", n=1, **fields) -> FluxResult:
+    request = FluxRequest(prompt, seed=seed, num_images=n, **fields)
+    images = [FluxImage(jpeg(), "image/jpeg", 64, 48, nsfw=False) for _ in range(n)]
+    return FluxResult(images, seed, request, request_id=request_id, backend="endpoint",
+                      timings={"inference": 0.5}, has_nsfw_concepts=[False] * n)
+
+
+def test_default_data_dir_is_read_at_call_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLUX_NB_DATA_DIR", str(tmp_path / "a"))
+    assert default_data_dir() == tmp_path / "a"
+    first = get_store()
+    monkeypatch.setenv("FLUX_NB_DATA_DIR", str(tmp_path / "b"))
+    second = get_store()
+    assert first.root == tmp_path / "a" and second.root == tmp_path / "b" and get_store() is second
+
+
+def test_save_writes_dated_files_and_sets_paths(tmp_path):
+    store = Store(tmp_path)
+    result = make_result(n=2)
+    assert store.save(result) is result
+    paths = [im.path for im in result.images]
+    assert all(p is not None and p.is_file() for p in paths)
+    assert paths[0].parent.parent == tmp_path / "images"
+    assert paths[0].name == "req-1-0.jpeg" and paths[1].name == "req-1-1.jpeg"
+    assert Image.open(paths[0]).size == (64, 48)
+    assert not [p for p in paths[0].parent.iterdir() if p.name.startswith(".tmp")]
+    # saving the same request id again keeps both generations
+    again = make_result(n=1)
+    store.save(again)
+    assert again.images[0].path != paths[0] and paths[0].is_file()
+
+
+def test_saved_files_carry_metadata_when_the_metadata_module_is_there(tmp_path):
+    pytest.importorskip("flux_nb.metadata")
+    from flux_nb.metadata import read_metadata
+
+    store = Store(tmp_path)
+    result = store.save(make_result(seed=11))
+    request = read_metadata(result.images[0].path)
+    request = getattr(request, "request", request)
+    assert request.seed == 11 and request.prompt == "a red fox"
+
+
+def test_lookup_returns_a_cached_copy_only_for_seeded_identical_requests(tmp_path):
+    store = Store(tmp_path)
+    saved = store.save(make_result(seed=5, image_size="square"))
+    hit = store.lookup(FluxRequest("a red fox", seed=5, image_size=(512, 512)))  # same size, other spelling
+    assert hit is not None and hit.cached and hit.seed == 5 and hit.request_id == "req-1"
+    assert hit.images[0].data == saved.images[0].path.read_bytes()
+    assert hit.images[0].path == saved.images[0].path and hit.timings == {"inference": 0.5}
+    assert store.has(FluxRequest("a red fox", seed=5, image_size="square"))
+    assert store.lookup(FluxRequest("a red fox", seed=6, image_size="square")) is None
+    assert store.lookup(FluxRequest("a red fox", image_size="square")) is None  # unseeded: never cached
+    saved.images[0].path.unlink()
+    assert store.lookup(FluxRequest("a red fox", seed=5, image_size="square")) is None  # files gone
+
+
+def test_history_newest_first_with_search_and_get(tmp_path):
+    store = Store(tmp_path)
+    for i, prompt in enumerate(["a red fox", "a blue car", "A RED barn", "50% off_sale"]):
+        store.save(make_result(prompt=prompt, request_id=f"r{i}"))
+    assert [e.prompt for e in store.history()] == ["50% off_sale", "A RED barn", "a blue car", "a red fox"]
+    assert [e.prompt for e in store.history(search="red")] == ["A RED barn", "a red fox"]
+    assert [e.prompt for e in store.history(search="0%")] == ["50% off_sale"]
+    assert store.history(search="_s") and not store.history(search="x_y")
+    assert len(store.history(limit=2)) == 2
+    entry = store.history()[-1]
+    assert store.get(entry.id) == entry and entry.request.seed == 7 and entry.backend == "endpoint"
+    assert store.load(entry.id).images[0].data[:2] == b"\xff\xd8"
+    assert store.get(999) is None
+    assert store.find_request_id("r1").prompt == "a blue car"
+
+
+def test_index_never_holds_secrets(tmp_path):
+    store = Store(tmp_path)
+    request = FluxRequest("a fox", seed=1)
+    store.journal_submit(request, {"request_id": "j1", "response_url": "http://h/r", "status_url": "http://h/s",
+                                   "cancel_url": "http://h/c", "endpoint": "http://h", "key": "SECRET-KEY",
+                                   "headers": {"Authorization": "Key SECRET-KEY"}})
+    store.save(make_result())
+    blob = (tmp_path / "flux.sqlite3").read_bytes()
+    for extra in tmp_path.glob("flux.sqlite3-*"):
+        blob += extra.read_bytes()
+    assert b"SECRET-KEY" not in blob
+    assert store.pending()[0].handle_info == {
+        "request_id": "j1", "response_url": "http://h/r", "status_url": "http://h/s", "cancel_url": "http://h/c",
+        "endpoint": "http://h",
+    }
+
+
+def test_journal_submit_pending_done(tmp_path):
+    store = Store(tmp_path)
+    r1, r2 = FluxRequest("a", seed=1), FluxRequest("b", seed=2)
+    store.journal_submit(r1, {"request_id": "j1", "response_url": "u1"})
+    store.journal_submit(r2, {"request_id": "j2", "response_url": "u2"})
+    jobs = store.pending()
+    assert [j.request_id for j in jobs] == ["j1", "j2"] and jobs[0].request == r1 and jobs[0].response_url == "u1"
+    assert jobs[0].from_this_process
+    assert [j.request_id for j in store.pending(r2)] == ["j2"]
+    assert store.pending(include_own=False) == []
+    store.journal_done("j1")
+    store.journal_done("j1")  # twice is fine
+    assert [j.request_id for j in store.pending()] == ["j2"]
+
+
+def test_journal_entries_of_another_process_are_not_own(tmp_path):
+    code = (
+        "import sys; from flux_nb.store import Store; from flux_nb.params import FluxRequest;"
+        "Store(sys.argv[1]).journal_submit(FluxRequest('a', seed=1), {'request_id': 'other', 'response_url': 'u'})"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
+    jobs = Store(tmp_path).pending(include_own=False)
+    assert [j.request_id for j in jobs] == ["other"] and not jobs[0].from_this_process
+
+
+def test_a_folder_that_cannot_be_written_raises_a_clear_store_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    store = Store(blocker)
+    result = make_result()
+    with pytest.raises(FluxStoreError) as info:
+        store.save(result)
+    assert isinstance(info.value, OSError) and str(blocker) in str(info.value)
+    assert result.images[0].path is None and result.images[0].data  # the caller keeps the result
+    # reads and the journal carry on quietly
+    assert store.lookup(result.request) is None and store.history() == [] and store.pending() == []
+    with pytest.warns(RuntimeWarning):
+        store.journal_submit(result.request, {"request_id": "x"})
+
+
+def test_a_full_disk_leaves_no_partial_files(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    store.save(make_result(request_id="ok"))
+    real_replace = os.replace
+    calls = []
+
+    def full_disk(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the second image of the job hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(FluxStoreError, match="No space left"):
+        store.save(make_result(request_id="full", n=2))
+    monkeypatch.setattr(os, "replace", real_replace)
+    names = sorted(p.name for p in (tmp_path / "images").rglob("*"))
+    assert [n for n in names if n.startswith("full") or n.startswith(".tmp")] == []
+    assert [e.request_id for e in store.history()] == ["ok"]
+
+
+def test_many_threads_save_at_once(tmp_path):
+    store = Store(tmp_path)
+    errors = []
+
+    def work(i):
+        try:
+            store.save(make_result(prompt=f"p{i}", seed=i, request_id=f"t{i}"))
+            assert store.lookup(FluxRequest(f"p{i}", seed=i)) is not None
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(store.history(limit=None)) == 16
+
+
+def test_two_processes_share_one_folder(tmp_path):
+    code = (
+        "import sys, io; sys.path.insert(0, sys.argv[2]);"
+        "from test_store import make_result; from flux_nb.store import Store;"
+        "s = Store(sys.argv[1]);"
+        "[s.save(make_result(prompt=f'{sys.argv[3]}{i}', request_id=f'{sys.argv[3]}{i}')) for i in range(10)]"
+    )
+    here = str(Path(__file__).parent)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), here, tag]) for tag in ("a", "b")]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    entries = Store(tmp_path).history(limit=None)
+    assert len(entries) == 20 and len({e.request_id for e in entries}) == 20
+    assert json.loads(json.dumps([str(p) for e in entries for p in e.paths]))
