@@ -82,6 +82,22 @@ def _engine_options(args: argparse.Namespace) -> dict:
             "cpu_offload": args.cpu_offload, "allow_download": args.allow_download}
 
 
+def _server_ending_jobs_first(config, state):
+    """A uvicorn server that ends every job before its graceful shutdown: open status streams then
+    send their final status (completed or cancelled) and close, instead of being cut off after the
+    grace period with the jobs' fate unknown to their clients."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            try:
+                await state.jobs.aclose()
+            finally:
+                await super().shutdown(sockets=sockets)
+
+    return Server(config)
+
+
 def serve_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     """Run the server until interrupted. ``args``: parsed options, or argv after ``serve``."""
     if not isinstance(args, argparse.Namespace):
@@ -121,5 +137,9 @@ def serve_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     url = args.public_url or url_for(args.host if args.host not in {"0.0.0.0", "::"} else "127.0.0.1", sock.getsockname()[1])
     print(f"flux-nb: serving fal-ai/flux-lora with the {engine.name} engine at {url}  (use: FLUX_NB_ENDPOINT={url})", flush=True)
     config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=3)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        _server_ending_jobs_first(config, app.state.flux).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn has already shut down cleanly and re-raises Ctrl-C: no traceback for that
+        return 130
     return 0
