@@ -49,6 +49,7 @@ __all__ = [
     "Store",
     "default_data_dir",
     "get_store",
+    "history",
 ]
 
 DB_NAME = "flux.sqlite3"
@@ -571,3 +572,11 @@ def get_store() -> Store:
         if _default is None or _default.root != root:
             _default = Store(root)
         return _default
+
+
+def history(limit: int | None = 20, search: str | None = None) -> list[HistoryEntry]:
+    """Past generations in the default store, newest first (``search`` matches the prompt).
+
+    ``flux_nb.history(search="fox")[0].load()`` gives the images back.
+    """
+    return get_store().history(limit=limit, search=search)

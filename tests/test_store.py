@@ -98,6 +98,13 @@ def test_history_newest_first_with_search_and_get(tmp_path):
     assert store.find_request_id("r1").prompt == "a blue car"
 
 
+def test_module_history_uses_the_default_store(data_dir):
+    from flux_nb.store import history
+
+    get_store().save(make_result(prompt="a default fox"))
+    assert [e.prompt for e in history(search="default")] == ["a default fox"]
+
+
 def test_index_never_holds_secrets(tmp_path):
     store = Store(tmp_path)
     request = FluxRequest("a fox", seed=1)
