@@ -46,11 +46,17 @@ def _tidy(value: float) -> float:
     return out + 0.0
 
 
-def split_list(text: str) -> list[str]:
-    """Split ``"a, b, 'c, d'"`` on commas outside quotes, stripping spaces and quotes."""
+def split_list(text: str, *, field: str = "axis") -> list[str]:
+    """Split ``"a, b, 'c, d'"`` on commas outside quotes, stripping spaces and quotes.
+
+    Text the CSV reader cannot take (a line break outside quotes) is a FluxValidationError naming ``field``.
+    """
     import csv
 
-    row = next(csv.reader([text], skipinitialspace=True, quotechar='"'), [])
+    try:
+        row = next(csv.reader([text], skipinitialspace=True, quotechar='"'), [])
+    except csv.Error as exc:
+        raise _error(field, text, f"cannot read the comma-separated values: {exc}") from None
     out = []
     for item in row:
         item = item.strip()

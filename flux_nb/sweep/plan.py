@@ -277,7 +277,7 @@ def parse_axis_values(name: str, text: str) -> list[Any]:
         return parse_values(text, integer=True, field=name)
     if field_name in _FLOAT_FIELDS or _LORA_SCALE.match(name):
         return parse_values(text, field=name)
-    items = split_list(text)
+    items = split_list(text, field=name)
     if field_name == "enable_safety_checker":
         out = []
         for item in items:
