@@ -69,7 +69,10 @@ def split_list(text: str, *, field: str = "axis") -> list[str]:
 def _expand_item(item: str, field: str) -> tuple[list[float], bool]:
     """The item's values, and whether they are evenly spaced points (which may be rounded)."""
     if _SINGLE.match(item):
-        return [float(item)], False
+        value = float(item)
+        if not math.isfinite(value):  # 1e309 reads as infinity
+            raise _error(field, item, f"cannot read {item.strip()!r}: values must be finite numbers")
+        return [value], False
     match = _RANGE.match(item)
     if not match:
         raise _error(field, item, f"cannot read {item.strip()!r}: {_HELP}")
