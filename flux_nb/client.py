@@ -136,6 +136,9 @@ class AsyncFluxClient:
         store: where results are persisted: None for the default store, False for none.
         app_id: the fal app, ``fal-ai/flux-lora``.
         allow_insecure_http: allow a plain-http endpoint on a non-loopback host.
+        max_followed: jobs followed at once (status stream, result, image downloads). More may
+            be submitted; they wait in the server's queue and are followed as others finish, so a
+            big ``asyncio.gather`` keeps connections and CPU per job flat.
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class AsyncFluxClient:
         app_id: str = APP_ID,
         allow_insecure_http: bool = False,
         announce: bool = False,
+        max_followed: int = 16,
     ):
         self.backend: Backend = resolve_backend(endpoint, key, allow_insecure_http=allow_insecure_http)
         self.app_id = app_id
@@ -166,6 +170,11 @@ class AsyncFluxClient:
         self._start_lock: asyncio.Lock | None = None
         self._uploads: dict[str, str] = {}  # sha256 of a LoRA file -> uploaded URL
         self._announce = announce
+        if max_followed < 1:
+            raise ValueError(f"max_followed={max_followed!r}: must be at least 1")
+        self.max_followed = int(max_followed)
+        self._follow_slots: asyncio.Semaphore | None = None
+        self._submit_slots: asyncio.Semaphore | None = None
         #: HTTP calls made, by kind (submit, status, stream, result, cancel, image, upload).
         self.counters: dict[str, int] = {}
 
@@ -202,7 +211,11 @@ class AsyncFluxClient:
                 transport = self._transport
                 if transport is None and self.backend.kind == "embedded":
                     transport = await self._start_embedded()
-                limits = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=4.0)
+                # Room for every followed job's stream plus its result and image calls, all kept
+                # alive: a pool that runs full queues requests, and httpcore scans that queue
+                # against every connection on each event (quadratic CPU in big gathers).
+                size = self.max_followed * 2
+                limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
                 self._http = httpx.AsyncClient(
                     transport=transport,
                     limits=limits,
@@ -372,14 +385,15 @@ class AsyncFluxClient:
         """Queue a job; returns its handle. Local LoRA files are uploaded first."""
         request = await self._prepare(request)
         url = submit_url(self.backend.queue_url, self.app_id)
-        response = await self._send(
-            "POST",
-            url,
-            kind="submit",
-            json_body=request.to_dict(),
-            idempotent=False,
-            deadline=self._deadline(timeout if timeout is not None else self.request_timeout * 4),
-        )
+        deadline = self._deadline(timeout if timeout is not None else self.request_timeout * 4)
+        if self._submit_slots is None:
+            self._submit_slots = asyncio.Semaphore(self.max_followed)
+        # A burst of submits beyond the pool's size would queue inside httpcore, ahead of the
+        # result and image calls of jobs already done; taking turns here keeps those moving.
+        async with self._submit_slots:
+            response = await self._send(
+                "POST", url, kind="submit", json_body=request.to_dict(), idempotent=False, deadline=deadline
+            )
         return parse_handle(self._json(response, "submit answer"))
 
     async def status(self, handle: JobHandle, *, logs: bool = True, started: float | None = None) -> JobStatus:
@@ -581,15 +595,19 @@ class AsyncFluxClient:
         started: float,
     ) -> FluxResult:
         store = self.store
+        if self._follow_slots is None:
+            self._follow_slots = asyncio.Semaphore(self.max_followed)
         try:
-            final: JobStatus | None = None
-            async for status in self.stream_status(handle, started=started, deadline=deadline):
-                if on_status is not None:
-                    _call_quietly(on_status, status)
-                final = status
-            if final is not None and final.error:
-                await self._raise_job_error(handle, final)
-            result = await self.result(handle, request, deadline=deadline)
+            # Bounded: see max_followed. Waiting jobs keep their place in the server's queue.
+            async with self._follow_slots:
+                final: JobStatus | None = None
+                async for status in self.stream_status(handle, started=started, deadline=deadline):
+                    if on_status is not None:
+                        _call_quietly(on_status, status)
+                    final = status
+                if final is not None and final.error:
+                    await self._raise_job_error(handle, final)
+                result = await self.result(handle, request, deadline=deadline)
         except asyncio.CancelledError:
             await asyncio.shield(self._cancel_quietly(handle))
             raise
