@@ -108,6 +108,14 @@ def _is_number(value: Any) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -321,6 +329,9 @@ def _validate(raw: Mapping[str, Any]) -> dict[str, Any]:
     prompt = given.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         errors.append(FieldError("prompt", prompt, "must be a non-empty string", "missing" if prompt is None else "type_error"))
+    elif not _is_utf8(prompt):
+        # JSON allows lone surrogates ("\ud800"), but no answer or file could carry them
+        errors.append(FieldError("prompt", prompt, "must be valid Unicode text (it has a lone surrogate)", "value_error"))
     out["prompt"] = prompt
 
     out["image_size"] = parse_image_size(given.get("image_size", "landscape_4_3"), errors)
