@@ -314,6 +314,8 @@ async def _parse_submission(request: Request) -> FluxRequest | JSONResponse:
     raw = await _read_body(request, state.max_body)
     try:
         data = json.loads(raw or b"null")
+    except RecursionError:  # "[[[[..." nested deeper than the parser goes
+        return _error(422, [{"loc": ["body"], "msg": "invalid JSON: nested too deeply", "type": "json_invalid"}], P.ERROR_VALIDATION)
     except (ValueError, UnicodeDecodeError) as exc:
         return _error(422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}], P.ERROR_VALIDATION)
     try:

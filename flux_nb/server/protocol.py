@@ -208,7 +208,10 @@ def sign_path(secret: str, path: str) -> str:
 
 
 def verify_signature(secret: str, path: str, signature: str | None) -> bool:
-    return signature is not None and hmac.compare_digest(sign_path(secret, path), signature)
+    # bytes, because compare_digest refuses non-ASCII str (a hostile ?sig= would be a 500)
+    return signature is not None and hmac.compare_digest(
+        sign_path(secret, path).encode(), signature.encode("utf-8", "surrogateescape")
+    )
 
 
 def file_url(base_url: str, relpath: str, secret: str | None) -> str:
