@@ -30,7 +30,19 @@ _EXPORTS: dict[str, str] = {
     # front ends
     "Panel": "flux_nb.panel",
     "HistoryEntry": "flux_nb.panel",
+    # sweeps
+    "sweep": "flux_nb.sweep",
+    "asweep": "flux_nb.sweep",
+    "prompt_sweep": "flux_nb.sweep",
+    "guidance_sweep": "flux_nb.sweep",
+    "SweepResult": "flux_nb.sweep",
+    "SweepCell": "flux_nb.sweep",
+    "SweepInterrupted": "flux_nb.sweep",
+    "recover": "flux_nb.recover",
     # saving and history
+    "Store": "flux_nb.store",
+    "get_store": "flux_nb.store",
+    "history": "flux_nb.store",
     "read_metadata": "flux_nb.metadata",
     "read_info": "flux_nb.metadata",
     # errors
@@ -49,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "FluxCancelledError": "flux_nb.errors",
     "FluxJobFailedError": "flux_nb.errors",
     "FluxProtocolError": "flux_nb.errors",
+    "FluxStoreError": "flux_nb.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

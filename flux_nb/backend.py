@@ -105,11 +105,11 @@ class Backend:
     @property
     def api_hosts(self) -> frozenset[tuple[str, str, int | None]]:
         """(scheme, host, port) of the hosts that receive the key; nothing else ever does."""
-        return frozenset(_origin(u) for u in (self.queue_url, self.run_url, self.storage_url))
+        return frozenset(origin(u) for u in (self.queue_url, self.run_url, self.storage_url))
 
     def auth_headers_for(self, url: str) -> dict[str, str]:
         """The Authorization header for ``url`` if it is one of this backend's API hosts."""
-        if self.key is None or _origin(url) not in self.api_hosts:
+        if self.key is None or origin(url) not in self.api_hosts:
             return {}
         return {"Authorization": f"{self.scheme} {self.key.reveal()}"}
 
@@ -123,7 +123,7 @@ class Backend:
         return f"fal-compatible server at {self.queue_url} ({keyed})"
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return (parts.scheme, (parts.hostname or "").lower(), port)

@@ -38,10 +38,11 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from . import _loop
-from .backend import Backend, resolve_backend
+from .backend import Backend, origin, resolve_backend
 from .errors import (
     FluxAmbiguousSubmitError,
     FluxCancelledError,
+    FluxConfigError,
     FluxConnectionError,
     FluxError,
     FluxHTTPError,
@@ -270,8 +271,10 @@ class AsyncFluxClient:
         request_id: str | None = None,
         deadline: float | None = None,
         accept_status: tuple[int, ...] = (),
+        attempts: int | None = None,
     ) -> "_Answer":
         """One API call with retries; answers 2xx (or ``accept_status``) or raises a FluxError."""
+        attempts = self.retry.attempts if attempts is None else attempts
         http = await self._client()
         all_headers = dict(self.backend.auth_headers_for(url))
         all_headers.update(headers or {})
@@ -333,7 +336,7 @@ class AsyncFluxClient:
                     raise http_error
                 error = http_error
                 retry_after = getattr(http_error, "retry_after", None)
-            if attempt >= self.retry.attempts:
+            if attempt >= attempts:
                 raise error
             delay = self.retry.delay(attempt, retry_after)
             if deadline is not None and time.monotonic() + delay >= deadline:
@@ -575,7 +578,11 @@ class AsyncFluxClient:
             raise
 
     async def fetch(self, handle: JobHandle | Mapping[str, str], request: FluxRequest, *, timeout: float | None = None) -> FluxResult:
-        """Finish a job submitted earlier (e.g. before a kernel restart): wait, fetch, persist."""
+        """Finish a job submitted earlier (e.g. before a kernel restart): wait, fetch, persist.
+
+        The handle's URLs must point at this client's own server: journal entries come from disk,
+        and following them elsewhere could send the key to another host.
+        """
         if not isinstance(handle, JobHandle):
             handle = JobHandle(
                 request_id=handle["request_id"],
@@ -583,6 +590,14 @@ class AsyncFluxClient:
                 response_url=handle["response_url"],
                 cancel_url=handle["cancel_url"],
             )
+        home = origin(self.backend.queue_url)
+        for url in (handle.status_url, handle.response_url, handle.cancel_url):
+            if origin(url) != home:
+                raise FluxConfigError(
+                    f"request {handle.request_id} belongs to another server ({urlsplit(url).netloc}); "
+                    f"this client talks to {urlsplit(self.backend.queue_url).netloc}",
+                    request_id=handle.request_id,
+                )
         return await self._follow(handle, request, on_status=None, deadline=self._deadline(timeout), started=time.monotonic())
 
     async def _follow(
@@ -624,10 +639,11 @@ class AsyncFluxClient:
 
     async def _raise_job_error(self, handle: JobHandle, status: JobStatus) -> None:
         # The result endpoint replays the model's own error (e.g. 422 naming a LoRA): prefer it.
+        # One try only: a replayed 500 is the model's answer, not a passing fault.
         try:
             await self._send(
                 "GET", handle.response_url, kind="result", request_id=handle.request_id,
-                deadline=self._deadline(self.request_timeout),
+                deadline=self._deadline(self.request_timeout), attempts=1,
             )
         except FluxInputError:
             raise

@@ -16,7 +16,8 @@ Every error a user can meet is a :class:`FluxError`; catch that to catch them al
     ├── FluxTimeoutError           a deadline passed (also a TimeoutError)
     ├── FluxCancelledError         the job was cancelled
     ├── FluxJobFailedError         the model ran and failed; .error_type as the server said
-    └── FluxProtocolError          the server's answer was malformed (bad JSON, missing keys, bad image)
+    ├── FluxProtocolError          the server's answer was malformed (bad JSON, missing keys, bad image)
+    └── FluxStoreError             the local data folder could not be written (also an OSError)
 
 Each carries ``request_id`` where one is known. None ever carries the API key: messages are built
 from URLs and server answers, and the client never puts the key in either.
@@ -44,6 +45,7 @@ __all__ = [
     "FluxCancelledError",
     "FluxJobFailedError",
     "FluxProtocolError",
+    "FluxStoreError",
 ]
 
 
@@ -184,3 +186,7 @@ class FluxJobFailedError(FluxError):
 
 class FluxProtocolError(FluxError):
     """The server's answer did not follow the protocol (malformed JSON, missing keys, bad image)."""
+
+
+class FluxStoreError(FluxError, OSError):
+    """The local store could not be written or read (full disk, read-only or missing folder)."""

@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import FluxError
+from .errors import FluxStoreError
 from .params import FluxRequest
 from .result import FluxImage, FluxResult
 
@@ -58,10 +58,6 @@ _SCHEMA_VERSION = 1
 _PROCESS_TOKEN = uuid.uuid4().hex
 # The only handle keys the journal keeps: nothing else (and so no credential) reaches the disk.
 _HANDLE_KEYS = ("request_id", "status_url", "response_url", "cancel_url", "endpoint", "backend", "app_id")
-
-
-class FluxStoreError(FluxError, OSError):
-    """The local store could not be written or read (full disk, read-only or missing folder)."""
 
 
 def default_data_dir() -> Path:
