@@ -190,10 +190,8 @@ class AsyncFluxClient:
             return None
         if self._store_option is not None:
             return self._store_option
-        try:
-            from .store import get_store
-        except ImportError:  # pragma: no cover - the store module is part of the package
-            return None
+        from .store import get_store
+
         return get_store()
 
     async def _client(self) -> httpx.AsyncClient:

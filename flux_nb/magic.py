@@ -125,13 +125,9 @@ class Progress:
 
 
 def _data_dir() -> Path:
-    try:
-        from .store import default_data_dir
-    except ImportError:  # the store module is another part of the package
-        import platformdirs
+    from .store import default_data_dir
 
-        return Path(os.environ.get("FLUX_NB_DATA_DIR") or platformdirs.user_data_dir("flux-nb"))
-    return Path(default_data_dir())
+    return default_data_dir()
 
 
 @magics_class
@@ -310,11 +306,8 @@ class FluxMagics(Magics, Configurable):
         return result
 
     def _sweep(self, prompt: str, opts: Any, fields: dict[str, Any]) -> Any:
-        try:
-            from .sweep import sweep
-        except ImportError as exc:
-            raise MagicUsageError(f"sweeps are not available in this installation ({exc})") from None
         from .params import canonical_field
+        from .sweep import sweep
 
         axes = {name: axis_values(name, text) for name, text in opts.axes.items()}
         swept = {canonical_field(name) for name in axes}
@@ -366,10 +359,8 @@ class FluxMagics(Magics, Configurable):
         if limit < 1:
             raise MagicUsageError(f"%flux history {limit}: N must be at least 1")
         search = " ".join(words) or None
-        try:
-            from .store import get_store
-        except ImportError as exc:
-            raise MagicUsageError(f"history is not available in this installation ({exc})") from None
+        from .store import get_store
+
         entries = get_store().history(limit=limit, search=search)
         if not entries:
             print("no generations yet" if search is None else f"no generations match {search!r}")

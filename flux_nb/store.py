@@ -525,14 +525,9 @@ def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 def embed(data: bytes, content_type: str, result: FluxResult, index: int) -> bytes:
-    """The image bytes with the generation's parameters embedded (see :mod:`flux_nb.metadata`).
+    """The image bytes with the generation's parameters embedded (see :mod:`flux_nb.metadata`)."""
+    from .metadata import embed_metadata
 
-    Falls back to the bytes as they are while the metadata module is not available.
-    """
-    try:
-        from .metadata import embed_metadata
-    except ImportError:
-        return data
     return embed_metadata(data, content_type, result, index)
 
 
