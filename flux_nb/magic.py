@@ -140,7 +140,7 @@ class FluxMagics(Magics, Configurable):
     num_images = Int(1, help="default images per request (1-4)").tag(config=True)
     output_format = CaselessStrEnum(["jpeg", "png"], "jpeg", help="default output format").tag(config=True)
     enable_safety_checker = Bool(True, help="run the safety checker by default").tag(config=True)
-    concurrency = Int(8, help="requests in flight at once in sweeps").tag(config=True)
+    concurrency = Int(16, help="requests in flight at once in sweeps").tag(config=True)
     thumbnail_size = Int(256, help="longest side of inline thumbnails, in pixels").tag(config=True)
     data_dir = Unicode(
         "", help="folder for saved generations and the cache (sets FLUX_NB_DATA_DIR); empty: the default"

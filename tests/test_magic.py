@@ -401,7 +401,7 @@ def test_sweep_options_call_sweep_in_axis_order(ip, monkeypatch):
     assert list(kwargs)[4:7] == ["guidance", "steps", "size"]  # x, y, z whatever order they were written in
     assert kwargs["guidance"] == "2,3.5" and kwargs["steps"] == "10-40 [4]"
     assert kwargs["size"] == ["square", "portrait_4_3"]
-    assert kwargs["dry_run"] is True and kwargs["seed"] == 5 and kwargs["concurrency"] == 8
+    assert kwargs["dry_run"] is True and kwargs["seed"] == 5 and kwargs["concurrency"] == 16
     assert "num_inference_steps" not in kwargs and "guidance_scale" not in kwargs and "image_size" not in kwargs
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DEFAULT_CONCURRENCY", "SweepInterrupted", "Runner", "run_cells"]
 
 #: Cells in flight at once unless ``concurrency=`` says otherwise.
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 16
 #: Seconds between redraws of the live grid in a notebook.
 LIVE_INTERVAL = 1.0
 
