@@ -222,6 +222,8 @@ class AsyncFluxClient:
                     follow_redirects=False,
                     headers={"User-Agent": "flux-nb/0.1"},
                     trust_env=self.backend.kind == "fal",
+                    # HTTP/2 (negotiated over TLS) multiplexes a sweep's streams on few connections.
+                    http2=self.backend.queue_url.startswith("https://"),
                 )
                 self._http_loop = loop
                 if self._announce:
