@@ -66,7 +66,8 @@ def test_faulted_submits_never_create_jobs(live_server):
                 assert response.status_code in (429, 500, 503)
                 assert "detail" in response.json()
                 assert response.headers["x-fal-error-type"]
-                assert response.headers["x-fal-retryable"] in ("true", "false")
+                # every injected fault, the 500 included: the job was not created, re-sending is safe
+                assert response.headers["x-fal-retryable"] == "true"
                 if response.status_code == 429:
                     assert float(response.headers["retry-after"]) >= 0
         stats = c.get("/stats").json()
@@ -75,6 +76,20 @@ def test_faulted_submits_never_create_jobs(live_server):
     assert stats["faults"]["total"] == 40 - accepted
     assert stats["requests"]["submit"] == 40
     assert "drop" not in stats["faults"]
+
+
+def test_every_injected_fault_is_retryable(live_server):
+    server = live_server(fail_rate=1.0, fault_seed=4)
+    seen = set()
+    with httpx.Client(base_url=server.url, timeout=20) as c:
+        for i in range(30):
+            for method, url in (("POST", f"/{APP}"), ("PUT", f"/{APP}/requests/x/cancel"), ("POST", "/files/upload")):
+                response = c.request(method, url, json={"prompt": f"job {i}"})
+                assert response.status_code in (429, 500, 503)
+                assert response.headers["x-fal-retryable"] == "true", (method, url, response.status_code)
+                seen.add(response.status_code)
+        assert c.get("/stats").json()["jobs"]["submitted"] == 0
+    assert seen == {429, 500, 503}
 
 
 def test_health_and_stats_are_never_faulted(live_server):

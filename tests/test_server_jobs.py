@@ -100,6 +100,7 @@ def test_engine_failures_are_replayed(live_server):
         assert "out of memory" in final["error"]
         result = c.get(crash["response_url"])
         assert result.status_code == 500 and result.headers["x-fal-error-type"] == "internal_server_error"
+        assert result.headers["x-fal-retryable"] == "false"  # a real model error: it would fail again
 
         bad = submit(c, prompt="bad input")
         wait_status(c, bad["status_url"], "COMPLETED")

@@ -371,6 +371,8 @@ def _result_response(state: ServerState, job: Job, base_url: str) -> JSONRespons
     if not job.done:
         return _error(400, "Request is still in progress", P.ERROR_IN_PROGRESS, headers)
     if job.outcome != "ok":
+        # the job ran (or was cancelled): fetching it again replays the same answer
+        headers["X-Fal-Retryable"] = "false"
         return _error(job.error_status or 500, job.error_detail, job.error_type, headers)
     images = []
     for image in job.images:

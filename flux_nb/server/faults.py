@@ -4,13 +4,15 @@
 ``random.Random(fault_seed)``, so the same sequence of requests meets the same faults) a request
 is answered, before it reaches the app, with one of:
 
-- ``429`` with ``Retry-After: 0`` and ``X-Fal-Retryable: true`` (error type ``rate_limited``),
-- ``500`` (``internal_server_error``, ``X-Fal-Retryable: false``),
-- ``503`` (``service_unavailable``, ``X-Fal-Retryable: true``),
+- ``429`` with ``Retry-After: 0`` (error type ``rate_limited``),
+- ``500`` (``internal_server_error``),
+- ``503`` (``service_unavailable``),
 - ``drop``, on idempotent GETs only (status, stream, result, files): the headers and part of the
   body are sent, then the connection is closed mid-answer.
 
-Because a faulted request never reaches the app, a faulted submit never creates a job.
+Every injected answer carries ``X-Fal-Retryable: true``: a faulted request never reaches the app,
+so a faulted submit never creates a job and sending it again is always safe. (A real engine error,
+replayed by the result endpoint, says ``X-Fal-Retryable: false``: running it again would fail again.)
 ``/health`` and ``/stats`` are never faulted, so tests can always read the counters.
 """
 
@@ -50,9 +52,9 @@ def choose_fault(rng: random.Random, fail_rate: float, method: str, kind: str) -
 
 
 _ANSWERS = {
-    "429": (429, "rate_limited", "true", "injected fault: too many requests"),
-    "500": (500, "internal_server_error", "false", "injected fault: internal server error"),
-    "503": (503, "service_unavailable", "true", "injected fault: service unavailable"),
+    "429": (429, "rate_limited", "injected fault: too many requests"),
+    "500": (500, "internal_server_error", "injected fault: internal server error"),
+    "503": (503, "service_unavailable", "injected fault: service unavailable"),
 }
 
 
@@ -104,13 +106,14 @@ class FaultInjector:
                         "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
             await send({"type": "http.response.body", "body": b'{"status": "IN_PR', "more_body": True})
             raise InjectedDrop("injected fault: connection dropped")
-        status, error_type, retryable, message = _ANSWERS[fault]
+        status, error_type, message = _ANSWERS[fault]
         body = json.dumps({"detail": message, "error_type": error_type}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"x-fal-error-type", error_type.encode()),
-            (b"x-fal-retryable", retryable.encode()),
+            # always: the request never reached the app, so sending it again is safe
+            (b"x-fal-retryable", b"true"),
         ]
         if fault == "429":
             headers.append((b"retry-after", b"0"))
