@@ -12,7 +12,7 @@ Retry policy (see docs/reliability.md):
   (honouring ``Retry-After``) and 5xx are retried with bounded, jittered exponential backoff, within
   the call's deadline;
 - a submit is re-sent only when it surely did not create a job: the connection was never made, or
-  the server answered with an error status (it refused the job). If the request went out and the
+  the server refused it (429, 503, or any error answer marked ``X-Fal-Retryable: true``). If the request went out and the
   answer was lost (dropped connection, read timeout) the job may exist, so flux-nb raises
   :class:`~flux_nb.errors.FluxAmbiguousSubmitError` instead of risking a second, billed job.
 """
@@ -30,6 +30,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping
@@ -51,6 +52,8 @@ from .errors import (
     FluxNotFoundError,
     FluxProtocolError,
     FluxTimeoutError,
+    FluxValidationError,
+    FieldError,
 )
 from .params import APP_ID, FluxRequest, LoraWeight
 from .protocol import (
@@ -86,12 +89,22 @@ log = logging.getLogger("flux_nb")
 
 StatusCallback = Callable[[JobStatus], Any]
 
-#: Largest image flux-nb will download or decode (bytes and pixels): guards against hostile answers.
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
+#: Largest answer flux-nb reads (a result JSON with data URIs, an image) and largest image it decodes:
+#: guards against hostile or broken servers.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-MAX_JSON_BYTES = 32 * 1024 * 1024
 
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+_LORA_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def _looks_like_local_path(path: str) -> bool:
+    """A path meant as a file on this machine (not a URL or a Hugging Face repo id)."""
+    if "://" in path:
+        return False
+    return path.startswith(("/", "./", "../", "~", "\\")) or path.lower().endswith(_LORA_SUFFIXES)
 
 
 def _is_local_file(path: str) -> bool:
@@ -169,7 +182,8 @@ class AsyncFluxClient:
         self._lifespan: Any = None
         self._embedded_app: Any = None
         self._start_lock: asyncio.Lock | None = None
-        self._uploads: dict[str, str] = {}  # sha256 of a LoRA file -> uploaded URL
+        self._uploads: dict[str, asyncio.Future[str]] = {}  # sha256 of a LoRA file -> its upload
+        self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256
         self._announce = announce
         if max_followed < 1:
             raise ValueError(f"max_followed={max_followed!r}: must be at least 1")
@@ -238,6 +252,7 @@ class AsyncFluxClient:
         self._embedded_app = create_app(load_engine("preview"), workers=4)
         self._lifespan = AppLifespan(self._embedded_app)
         await self._lifespan.startup()
+        _embedded_clients.add(self)
         return StreamingASGITransport(self._embedded_app)
 
     async def aclose(self) -> None:
@@ -254,6 +269,9 @@ class AsyncFluxClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+    def _key_text(self) -> str | None:
+        return self.backend.key.reveal() if self.backend.key is not None else None
 
     def _count(self, kind: str) -> None:
         self.counters[kind] = self.counters.get(kind, 0) + 1
@@ -272,6 +290,7 @@ class AsyncFluxClient:
         deadline: float | None = None,
         accept_status: tuple[int, ...] = (),
         attempts: int | None = None,
+        attempt_timeout: float | None = None,
     ) -> "_Answer":
         """One API call with retries; answers 2xx (or ``accept_status``) or raises a FluxError."""
         attempts = self.retry.attempts if attempts is None else attempts
@@ -284,7 +303,8 @@ class AsyncFluxClient:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise FluxTimeoutError(f"{kind} did not finish before the deadline", request_id=request_id)
-            limit = self.request_timeout if remaining is None else min(self.request_timeout, remaining)
+            per_try = attempt_timeout or self.request_timeout
+            limit = per_try if remaining is None else min(per_try, remaining)
             self._count(kind)
             try:
                 response = await asyncio.wait_for(
@@ -328,11 +348,15 @@ class AsyncFluxClient:
                         request_id=request_id,
                     )
                 http_error = error_from_response(
-                    response.status_code, response.headers, response.content, request_id=request_id, what=kind
+                    response.status_code, response.headers, response.content, request_id=request_id,
+                    what=kind, redact=self._key_text(),
                 )
-                # Only transient statuses are retried; an answer with an error status means the
-                # server did not take the job, so even a submit may be re-sent.
                 if response.status_code not in RETRY_STATUS:
+                    raise http_error
+                # A submit is re-sent only when the answer says the job was not taken: 429 and 503
+                # refuse it outright, anything else only with X-Fal-Retryable: true (a 500/502/504
+                # from a gateway may come after the job was created).
+                if not idempotent and response.status_code not in (429, 503) and http_error.retryable is not True:
                     raise http_error
                 error = http_error
                 retry_after = getattr(http_error, "retry_after", None)
@@ -360,7 +384,7 @@ class AsyncFluxClient:
             size = 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
-                if size > MAX_JSON_BYTES:
+                if size > MAX_ANSWER_BYTES:
                     raise FluxProtocolError(f"the server's answer to {urlsplit(url).path} is larger than flux-nb accepts")
                 chunks.append(chunk)
         finally:
@@ -420,6 +444,7 @@ class AsyncFluxClient:
         deadline = deadline or self._deadline(None)
         use_stream = True
         failures = 0
+        short_streams = 0
         poll_wait = 0.2
         while True:
             if time.monotonic() >= deadline:
@@ -431,11 +456,18 @@ class AsyncFluxClient:
                         yield status
                         if status.done:
                             return
-                    # The stream ended without COMPLETED: ask once, then re-open it.
+                    # The stream ended without COMPLETED: ask once, then re-open it after a pause.
+                    # A server whose streams keep ending early is polled instead, so a misbehaving
+                    # server never gets a tight loop of requests.
                     status = await self.status(handle, started=started)
                     yield status
                     if status.done:
                         return
+                    short_streams += 1
+                    if short_streams >= 3:
+                        use_stream = False
+                    await asyncio.sleep(min(poll_wait, max(0.0, deadline - time.monotonic())))
+                    poll_wait = min(2.0, poll_wait * 1.5)
                 except FluxHTTPError as exc:
                     # No stream endpoint here: poll instead (an unknown job then fails with 404 there).
                     if exc.status_code in (404, 405, 501):
@@ -468,15 +500,16 @@ class AsyncFluxClient:
             try:
                 request = http.build_request("GET", url, headers=headers, timeout=timeout)
                 response = await asyncio.wait_for(http.send(request, stream=True), deadline - time.monotonic())
-            except (asyncio.TimeoutError, httpx.TimeoutException):
+            except asyncio.TimeoutError:
                 raise FluxTimeoutError("the job did not finish before the deadline", request_id=handle.request_id) from None
-            except httpx.TransportError as exc:
+            except httpx.TransportError as exc:  # includes a slow open: retried by stream_status
                 raise FluxConnectionError(f"status stream failed ({type(exc).__name__})", request_id=handle.request_id) from None
             try:
                 if response.status_code != 200:
                     body = await response.aread()
                     error = error_from_response(
-                        response.status_code, response.headers, body, request_id=handle.request_id, what="status stream"
+                        response.status_code, response.headers, body, request_id=handle.request_id,
+                        what="status stream", redact=self._key_text(),
                     )
                     if response.status_code in RETRY_STATUS and attempt < self.retry.attempts:
                         await asyncio.sleep(self.retry.delay(attempt, getattr(error, "retry_after", None)))
@@ -503,9 +536,14 @@ class AsyncFluxClient:
         a generation passes its own, so a stalled result cannot outlive the generation's timeout.
         """
         deadline = self._bounded(deadline)
-        response = await self._send(
-            "GET", handle.response_url, kind="result", request_id=handle.request_id, deadline=deadline,
-        )
+        try:
+            response = await self._send(
+                "GET", handle.response_url, kind="result", request_id=handle.request_id, deadline=deadline,
+            )
+        except FluxHTTPError as exc:
+            if exc.error_type == "request_cancelled":
+                raise FluxCancelledError("the job was cancelled on the server", request_id=handle.request_id) from None
+            raise
         output = parse_output(self._json(response, "result", handle.request_id), request_id=handle.request_id)
         if request is None:
             request = FluxRequest(output.prompt or "(unknown prompt)")
@@ -530,6 +568,7 @@ class AsyncFluxClient:
     async def generate(
         self,
         prompt: str | None = None,
+        /,
         *,
         request: FluxRequest | None = None,
         on_status: StatusCallback | None = None,
@@ -547,7 +586,11 @@ class AsyncFluxClient:
         if request is None:
             request = FluxRequest(prompt, **fields)
         elif prompt is not None or fields:
-            request = request.replace(**({"prompt": prompt} if prompt is not None else {}), **fields)
+            if prompt is not None:
+                if "prompt" in fields:
+                    raise FluxValidationError([FieldError("prompt", fields["prompt"], "given twice (positionally and as prompt=)", "duplicate")])
+                fields["prompt"] = prompt
+            request = request.replace(**fields)
         store = self.store
         if cache and store is not None and request.seed is not None:
             hit = await asyncio.to_thread(store.lookup, request)
@@ -698,9 +741,7 @@ class AsyncFluxClient:
         )
 
     async def _download(self, url: str, request_id: str, deadline: float | None = None) -> tuple[bytes, str | None]:
-        if url.startswith("data:"):
-            if len(url) > MAX_IMAGE_BYTES * 2:
-                raise FluxProtocolError("a data URI in the result is larger than flux-nb accepts", request_id=request_id)
+        if url.startswith("data:"):  # sync_mode; its size was bounded when the result was read
             return decode_data_uri(url)
         scheme = urlsplit(url).scheme
         if scheme not in {"http", "https"}:
@@ -713,8 +754,6 @@ class AsyncFluxClient:
                 "GET", url, kind="image", request_id=request_id, deadline=deadline, accept_status=(301, 302, 303, 307, 308)
             )
             if response.status_code < 300:
-                if len(response.content) > MAX_IMAGE_BYTES:
-                    raise FluxProtocolError("an image is larger than flux-nb accepts", request_id=request_id)
                 return response.content, response.headers.get("content-type")
             target = urljoin(url, response.headers.get("location", ""))
             if urlsplit(target)[:2] != urlsplit(url)[:2]:
@@ -729,25 +768,57 @@ class AsyncFluxClient:
 
     async def _prepare(self, request: FluxRequest) -> FluxRequest:
         """Upload LoRAs that name local files (once per file content) and use their URLs."""
-        if not any(_is_local_file(lora.path) for lora in request.loras):
+        if not request.loras:
             return request
-        loras = []
-        for lora in request.loras:
+        loras, errors = [], []
+        for i, lora in enumerate(request.loras):
             if _is_local_file(lora.path):
                 loras.append(LoraWeight(await self.upload_file(lora.path), lora.scale))
+            elif _looks_like_local_path(lora.path):
+                errors.append(FieldError(f"loras.{i}.path", lora.path, "no such file (give a URL, a repo id or an existing file)"))
             else:
                 loras.append(lora)
+        if errors:
+            raise FluxValidationError(errors)
         return request.replace(loras=loras)
 
     async def upload_file(self, path: str | os.PathLike[str]) -> str:
-        """Upload a file with fal's storage protocol; returns its URL. Each content is sent once."""
+        """Upload a file with fal's storage protocol; returns its URL.
+
+        Each file content is sent once per client, even when many cells of a sweep ask for it at
+        the same moment: they share the one upload in flight.
+        """
         file = Path(path).expanduser()
+        digest = await asyncio.to_thread(self._digest, file)
+        pending = self._uploads.get(digest)
+        if pending is None:
+            pending = self._uploads[digest] = asyncio.ensure_future(self._upload(file))
+        try:
+            return await asyncio.shield(pending)
+        except BaseException:
+            if pending.done() and (pending.cancelled() or pending.exception() is not None):
+                self._uploads.pop(digest, None)  # let a later call try again
+            raise
+
+    def _digest(self, file: Path) -> str:
+        # Hash once per (path, size, mtime): a sweep names the same LoRA in every cell.
+        info = file.stat()
+        key = (str(file.resolve()), info.st_size, info.st_mtime_ns)
+        digest = self._digests.get(key)
+        if digest is None:
+            sha = hashlib.sha256()
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    sha.update(block)
+            digest = self._digests[key] = sha.hexdigest()
+        return digest
+
+    async def _upload(self, file: Path) -> str:
         data = await asyncio.to_thread(file.read_bytes)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in self._uploads:
-            return self._uploads[digest]
+        # Big LoRAs on slow links: allow about 256 KiB/s per try on top of the usual limit.
+        per_try = self.request_timeout + len(data) / (256 * 1024)
+        deadline = self._deadline(per_try * 3)
         token_url = f"{self.backend.storage_url}/storage/auth/token?storage_type=fal-cdn-v3"
-        deadline = self._deadline(self.request_timeout * 4)
         response = await self._send("POST", token_url, kind="upload", json_body={}, deadline=deadline)
         grant = self._json(response, "storage token answer")
         if not isinstance(grant, Mapping) or not all(isinstance(grant.get(k), str) for k in ("token", "token_type", "base_url")):
@@ -764,12 +835,12 @@ class AsyncFluxClient:
                 "X-Fal-File-Name": file.name,
             },
             deadline=deadline,
+            attempt_timeout=per_try,
         )
         answer = self._json(upload, "upload answer")
         url = answer.get("access_url") if isinstance(answer, Mapping) else None
         if not isinstance(url, str):
             raise FluxProtocolError("the upload answer has no access_url")
-        self._uploads[digest] = url
         return url
 
 
@@ -855,12 +926,12 @@ class FluxClient:
     def store(self) -> Any:
         return self.aio.store
 
-    def generate(self, prompt: str | None = None, **kwargs: Any) -> FluxResult:
+    def generate(self, prompt: str | None = None, /, **kwargs: Any) -> FluxResult:
         """See :meth:`AsyncFluxClient.generate`."""
         return _loop.run_sync(self.aio.generate(prompt, **kwargs))
 
-    def submit(self, request: FluxRequest) -> JobHandle:
-        return _loop.run_sync(self.aio.submit(request))
+    def submit(self, request: FluxRequest, **kwargs: Any) -> JobHandle:
+        return _loop.run_sync(self.aio.submit(request, **kwargs))
 
     def status(self, handle: JobHandle, *, logs: bool = True) -> JobStatus:
         return _loop.run_sync(self.aio.status(handle, logs=logs))
@@ -876,8 +947,8 @@ class FluxClient:
 
     stream_status = iter_status
 
-    def result(self, handle: JobHandle, request: FluxRequest | None = None) -> FluxResult:
-        return _loop.run_sync(self.aio.result(handle, request))
+    def result(self, handle: JobHandle, request: FluxRequest | None = None, **kwargs: Any) -> FluxResult:
+        return _loop.run_sync(self.aio.result(handle, request, **kwargs))
 
     def cancel(self, handle: JobHandle) -> str:
         return _loop.run_sync(self.aio.cancel(handle))
@@ -917,21 +988,26 @@ def get_client() -> FluxClient:
             old = _default
             _default = FluxClient(announce=True)
             _default_env = env
-            if old is None:
-                atexit.register(_close_default_at_exit)
             if old is not None:
                 _loop.submit(old.aio.aclose())
         return _default
 
 
-def _close_default_at_exit() -> None:
-    # Stop the embedded server's workers cleanly instead of leaving tasks pending at exit.
-    client = _default
-    if client is not None and not _loop.in_loop_thread():
-        try:
-            _loop.submit(client.aio.aclose()).result(timeout=5)
-        except Exception:  # exiting anyway
-            pass
+#: Clients running an embedded server, stopped at exit so its workers and temp files go cleanly.
+_embedded_clients: "weakref.WeakSet[AsyncFluxClient]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_embedded_at_exit() -> None:
+    loop = _loop._loop  # never start the loop just to close nothing
+    if loop is None or _loop.in_loop_thread():
+        return
+    for client in list(_embedded_clients):
+        if client._http_loop is loop:
+            try:
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=5)
+            except Exception:  # exiting anyway
+                pass
 
 
 def reset_default_client() -> None:
@@ -943,11 +1019,11 @@ def reset_default_client() -> None:
         _loop.submit(old.aio.aclose())
 
 
-def generate(prompt: str | None = None, **fields: Any) -> FluxResult:
+def generate(prompt: str | None = None, /, **fields: Any) -> FluxResult:
     """Generate with the default client (see :func:`get_client` and :meth:`AsyncFluxClient.generate`)."""
     return get_client().generate(prompt, **fields)
 
 
-async def agenerate(prompt: str | None = None, **fields: Any) -> FluxResult:
+async def agenerate(prompt: str | None = None, /, **fields: Any) -> FluxResult:
     """Async :func:`generate`; works with top-level ``await`` in Jupyter."""
     return await _loop.run_in_loop(get_client().aio.generate(prompt, **fields))

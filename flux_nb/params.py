@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -228,8 +229,12 @@ class FluxRequest:
     sync_mode: bool = False
     acceleration: str = "none"
 
-    def __init__(self, prompt: Any = None, **fields: Any):
-        values = _validate({"prompt": prompt, **fields})
+    def __init__(self, prompt: Any = None, /, **fields: Any):
+        # ``prompt`` is positional-only so that ``prompt=`` given as a keyword lands in ``fields``
+        # and a prompt given both ways is reported like any other duplicate, not a TypeError.
+        if "prompt" in fields and prompt is not None:
+            raise FluxValidationError([FieldError("prompt", fields["prompt"], "given twice (positionally and as prompt=)", "duplicate")])
+        values = _validate({"prompt": fields.pop("prompt", prompt), **fields})
         for name in _FIELDS:
             object.__setattr__(self, name, values[name])
 
@@ -243,7 +248,7 @@ class FluxRequest:
         for key in data:
             if not isinstance(key, str) or key in FIELD_ALIASES:
                 # fal's JSON uses full names only; aliases are a Python convenience.
-                raise FluxValidationError([_unknown_field(key)])
+                raise FluxValidationError([_unknown_field(key, data[key])])
         return cls(**dict(data))
 
     def replace(self, **changes: Any) -> "FluxRequest":
@@ -300,16 +305,30 @@ class FluxRequest:
         data = self.to_dict()
         data["image_size"] = {"width": self.width, "height": self.height}
         data.pop("sync_mode")
+        for lora in data["loras"]:
+            # A local LoRA file retrained in place must not hit images made with the old one.
+            lora["file"] = _local_file_identity(lora["path"])
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _unknown_field(key: Any) -> FieldError:
+def _local_file_identity(path: str) -> list[int] | None:
+    """(size, mtime) of a LoRA path naming a file on this machine, else None."""
+    if "://" in path:
+        return None
+    try:
+        info = os.stat(os.path.expanduser(path))
+    except (OSError, ValueError):
+        return None
+    return [info.st_size, info.st_mtime_ns]
+
+
+def _unknown_field(key: Any, value: Any) -> FieldError:
     if isinstance(key, str) and key in FIELD_ALIASES:
-        return FieldError(key, key, f"unknown field; did you mean {FIELD_ALIASES[key]!r}?", "extra")
+        return FieldError(key, value, f"unknown field; did you mean {FIELD_ALIASES[key]!r}?", "extra")
     close = difflib.get_close_matches(str(key), list(_FIELDS) + list(FIELD_ALIASES), n=1, cutoff=0.6)
     hint = f"did you mean {canonical_field(close[0])!r}?" if close else "allowed: " + ", ".join(_FIELDS)
-    return FieldError(str(key), key, f"unknown field; {hint}", "extra")
+    return FieldError(str(key), value, f"unknown field; {hint}", "extra")
 
 
 def _validate(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -318,8 +337,8 @@ def _validate(raw: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         name = canonical_field(key) if isinstance(key, str) else key
         if name not in _FIELDS:
-            errors.append(_unknown_field(key))
-        elif name in given and key != name:
+            errors.append(_unknown_field(key, value))
+        elif name in given:
             errors.append(FieldError(key, value, f"given twice (also as {name!r})", "duplicate"))
         else:
             given[name] = value

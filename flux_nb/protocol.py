@@ -312,8 +312,14 @@ def error_from_response(
     *,
     request_id: str | None = None,
     what: str = "request",
+    redact: str | None = None,
 ) -> FluxHTTPError:
-    """The error for an HTTP error answer, chosen by status code (never by message text)."""
+    """The error for an HTTP error answer, chosen by status code (never by message text).
+
+    ``redact`` (the API key) is blanked out of the body first, in case a server echoes it back.
+    """
+    if redact:
+        body = body.replace(redact.encode(), b"****")
     detail: Any = None
     try:
         parsed = json.loads(body) if body else None

@@ -338,3 +338,92 @@ def test_fetch_refuses_urls_of_another_server(live_server):
     }
     with pytest.raises(FluxConfigError, match="another server"):
         client.fetch(foreign, FluxRequest("x"))
+
+
+class _ScriptedTransport(httpx.AsyncBaseTransport):
+    """A real server behind, with one kind of answer replaced (what the server cannot produce)."""
+
+    def __init__(self, mode: str, key: str = ""):
+        self.inner = httpx.AsyncHTTPTransport()
+        self.mode, self.key = mode, key
+        self.calls: dict[str, int] = {}
+
+    async def handle_async_request(self, request):
+        path = request.url.path
+        kind = "stream" if path.endswith("/status/stream") else "submit" if request.method == "POST" and "/requests/" not in path and "storage" not in path and "files" not in path else "other"
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        if self.mode == "short-stream" and kind == "stream":
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b": nothing\n\n")
+        if self.mode == "gateway-502" and kind == "submit":
+            return httpx.Response(502, json={"detail": "bad gateway"})
+        if self.mode == "busy-503-once" and kind == "submit" and self.calls[kind] == 1:
+            return httpx.Response(503, json={"detail": "busy"})
+        if self.mode == "echo-key" and kind == "submit":
+            return httpx.Response(401, json={"detail": f"bad Authorization header: Key {self.key}"})
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+def test_streams_that_end_early_do_not_become_a_request_storm(live_server):
+    server = live_server(latency=1.5)
+    transport = _ScriptedTransport("short-stream")
+    res = FluxClient(endpoint=server.url, store=False, transport=transport).generate("x", seed=1, image_size="square")
+    assert res.seed == 1
+    assert transport.calls["stream"] <= 3 and stats(server)["requests"]["status"] <= 15
+
+
+def test_a_submit_is_resent_only_when_the_server_refused_it(live_server):
+    from flux_nb.errors import FluxServerError
+    from flux_nb.protocol import RetryPolicy
+
+    server = live_server()
+    gateway = _ScriptedTransport("gateway-502")
+    with pytest.raises(FluxServerError):
+        FluxClient(endpoint=server.url, store=False, transport=gateway, retry=RetryPolicy(base=0.01)).generate("x", seed=1)
+    assert gateway.calls["submit"] == 1  # a 502 may come after the job was made: never re-sent
+    busy = _ScriptedTransport("busy-503-once")
+    res = FluxClient(endpoint=server.url, store=False, transport=busy, retry=RetryPolicy(base=0.01)).generate("x", seed=1, image_size="square")
+    assert res.seed == 1 and busy.calls["submit"] == 2 and stats(server)["jobs"]["submitted"] == 1
+
+
+def test_a_key_echoed_by_the_server_is_blanked(live_server):
+    import traceback
+
+    server = live_server()
+    key = "sekrit" + "-echo-42"  # built at run time so the traceback's source lines don't hold it
+    transport = _ScriptedTransport("echo-key", key=key)
+    with pytest.raises(FluxAuthError) as info:
+        FluxClient(endpoint=server.url, key=key, store=False, transport=transport).generate("x", seed=1)
+    text = "".join(traceback.format_exception(info.value)) + repr(info.value.detail)
+    assert "sekrit-echo-42" not in text and "****" in text
+
+
+def test_result_of_a_cancelled_job_is_a_cancelled_error(live_server):
+    server = live_server(latency=5.0, workers=1)
+    client = FluxClient(endpoint=server.url, store=False)
+    handle = client.submit(FluxRequest("slow", image_size="square"))
+    client.cancel(handle)
+    list(client.iter_status(handle))
+    with pytest.raises(FluxCancelledError):
+        client.result(handle)
+
+
+def test_concurrent_cells_share_one_upload_and_missing_files_are_named(live_server, tmp_path):
+    server = live_server(workers=4)
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"lora bytes" * 1000)
+    client = FluxClient(endpoint=server.url, store=False)
+
+    async def many():
+        return await asyncio.gather(*(
+            client.aio.generate("x", seed=1, image_size="square", loras=[{"path": str(lora), "scale": s / 8}])
+            for s in range(8)
+        ))
+
+    assert len(_loop.run_sync(many())) == 8
+    assert stats(server)["requests"]["upload"] == 1 and stats(server)["requests"]["token"] == 1
+    with pytest.raises(FluxValidationError, match="loras.0.path") as info:
+        client.generate("x", seed=1, loras=[str(tmp_path / "missing.safetensors")])
+    assert "no such file" in str(info.value)

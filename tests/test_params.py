@@ -156,3 +156,28 @@ def test_any_input_either_validates_or_raises_the_documented_error(data):
         assert err.errors and all(e.field for e in err.errors)
     else:
         assert FluxRequest.from_dict(req.to_dict()) == req
+
+
+def test_duplicates_and_unknown_fields_never_raise_type_errors():
+    with pytest.raises(FluxValidationError, match="given twice"):
+        FluxRequest("x", prompt="y")
+    with pytest.raises(FluxValidationError, match="given twice"):
+        FluxRequest("x", num_inference_steps=4, steps=3)
+    with pytest.raises(FluxValidationError, match="given twice"):
+        FluxRequest("x", steps=3, num_inference_steps=4)
+    assert FluxRequest(prompt="by keyword").prompt == "by keyword"
+    with pytest.raises(FluxValidationError) as info:
+        FluxRequest("x", guidence_scale=3)
+    assert info.value.errors[0].value == 3 and "guidence_scale=3" in str(info.value)
+
+
+def test_cache_key_follows_a_local_lora_file_changing(tmp_path):
+    import os
+
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"v1")
+    req = FluxRequest("x", seed=1, loras=[str(lora)])
+    before = req.cache_key()
+    lora.write_bytes(b"v2 longer")
+    os.utime(lora, ns=(1, 2))
+    assert req.cache_key() != before

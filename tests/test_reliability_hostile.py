@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_nb.client import MAX_JSON_BYTES, FluxClient
+from flux_nb.client import MAX_ANSWER_BYTES, FluxClient
 from flux_nb.errors import FluxError, FluxProtocolError
 from flux_nb.protocol import RetryPolicy
 from hostile import (
@@ -177,7 +177,7 @@ def test_the_same_bomb_as_a_data_uri_is_refused(hostile):
 
 
 def test_oversized_json_answer_is_cut_off(hostile):
-    size = MAX_JSON_BYTES + 8 * 1024 * 1024
+    size = MAX_ANSWER_BYTES + 8 * 1024 * 1024
     padding = b" " * (size - 2)
     hostile.route("GET", RESULT, raw(b"{" + padding + b"}", headers={"Content-Type": "application/json"}))
     before = _peak_rss_mb()
