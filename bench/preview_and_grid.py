@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append([f"render.result_mimebundle, {n} images, cached thumbnails", warm, warm / n * 1000, "-"])
 
     # The sweep's pictures, over the same images (one per cell).
-    from flux_nb.sweep import grid as sweep_grid
+    from flux_nb.sweeps import grid as sweep_grid
 
     results = [FluxResult(images=[im], seed=i, request=request, prompt=PROMPT) for i, im in enumerate(images)]
     thumbs = timed(lambda: [sweep_grid.make_thumbnail(r) for r in results], args.repeats)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with C.private_data_dir():
         from flux_nb.client import FluxClient
-        from flux_nb.sweep import sweep
+        from flux_nb.sweeps import sweep
 
         side = max(1, int(n ** 0.5))
         client = FluxClient("embedded")

@@ -27,7 +27,7 @@ PROMPT = "a paper boat on a puddle, macro photo"
 FRESH = """\
 import json, sys, time
 from flux_nb.client import FluxClient
-from flux_nb.sweep import sweep
+from flux_nb.sweeps import sweep
 args = json.loads(sys.argv[1])
 client = FluxClient(args["url"], key=args["token"])
 start = time.perf_counter()
@@ -41,7 +41,7 @@ client.close()
 
 def run_sweep(url: str, axes: dict) -> tuple[float, dict[str, int], list[str]]:
     from flux_nb.client import FluxClient
-    from flux_nb.sweep import sweep
+    from flux_nb.sweeps import sweep
 
     client = FluxClient(url, key=TOKEN)
     try:

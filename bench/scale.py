@@ -27,7 +27,7 @@ import json, sys, time
 sys.path.insert(0, {bench!r})
 import _common as C
 from flux_nb.client import FluxClient
-from flux_nb.sweep import sweep
+from flux_nb.sweeps import sweep
 args = json.loads(sys.argv[1])
 client = FluxClient(args["url"], key=args["token"])
 client.generate("warm-up", seed=0, image_size=args["size"], cache=False)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{cells:,}", data["seconds"], per_cell, C.ratio(per_cell, first_per_cell), data["rss_before"], data["peak"],
             growth, growth * 1024 / cells, data["thumbs"] / 1024 / cells, sum(data["counters"].values()) / cells,
         ])
-    from flux_nb.sweep import DEFAULT_CONCURRENCY
+    from flux_nb.sweeps import DEFAULT_CONCURRENCY
 
     C.report(
         f"Scale: sweeps of {', '.join(f'{n:,}' for n in sizes)} cells, {args.size}, serve --latency 0 --workers 8, "

@@ -38,7 +38,7 @@ def main() -> None:
     concurrency = args.concurrency or args.workers
 
     from flux_nb.client import FluxClient
-    from flux_nb.sweep import sweep
+    from flux_nb.sweeps import sweep
 
     with private_data_dir() as folder, serve("--latency", str(args.latency), "--workers", str(args.workers)) as server:
         client = FluxClient(endpoint=server.url)

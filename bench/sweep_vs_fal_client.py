@@ -56,7 +56,7 @@ def run_fluxnb_gather(url: str, n: int, size: str, seed0: int) -> float:
 
 def sweep_available() -> bool:
     try:
-        from flux_nb.sweep import sweep  # noqa: F401
+        from flux_nb.sweeps import sweep  # noqa: F401
     except ImportError:
         return False
     return True
@@ -64,7 +64,7 @@ def sweep_available() -> bool:
 
 def run_fluxnb_sweep(url: str, n: int, size: str, seed0: int, concurrency: int | None = None) -> float:
     from flux_nb.client import FluxClient
-    from flux_nb.sweep import sweep
+    from flux_nb.sweeps import sweep
 
     client = FluxClient(url, key=TOKEN)
     try:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     loop_n = min(args.loop_requests, n)
     contenders: list[tuple[str, str, Callable[[str, int], float], int]] = []
     if sweep_available():
-        from flux_nb.sweep import DEFAULT_CONCURRENCY
+        from flux_nb.sweeps import DEFAULT_CONCURRENCY
 
         contenders.append(("sweep", f"flux-nb sweep(cache=False), default concurrency {DEFAULT_CONCURRENCY}", lambda url, s: run_fluxnb_sweep(url, n, args.size, s), n))
         contenders.append(("sweep-all", f"flux-nb sweep(cache=False, concurrency={n})", lambda url, s: run_fluxnb_sweep(url, n, args.size, s, n), n))

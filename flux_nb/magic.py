@@ -307,7 +307,7 @@ class FluxMagics(Magics, Configurable):
 
     def _sweep(self, prompt: str, opts: Any, fields: dict[str, Any]) -> Any:
         from .params import canonical_field
-        from .sweep import sweep
+        from .sweeps import sweep
 
         axes = {name: axis_values(name, text) for name, text in opts.axes.items()}
         swept = {canonical_field(name) for name in axes}

@@ -383,14 +383,14 @@ def test_history_lists_recent_generations(ip):
 
 def test_sweep_options_call_sweep_in_axis_order(ip, monkeypatch):
     calls = []
-    fake = types.ModuleType("flux_nb.sweep")
+    fake = types.ModuleType("flux_nb.sweeps")
 
     def sweep(prompt, **kwargs):
         calls.append((prompt, kwargs))
         return "plan"
 
     fake.sweep = sweep
-    monkeypatch.setitem(sys.modules, "flux_nb.sweep", fake)
+    monkeypatch.setitem(sys.modules, "flux_nb.sweeps", fake)
     ip.user_ns["animal"] = "owl"
     result, stdout, stderr, _ = run(
         ip, "%%flux -s 5 -y steps=10-40 [4] -x guidance=2,3.5 -z size=square,portrait_4_3 --dry-run\nan {{ animal }}"
@@ -406,8 +406,6 @@ def test_sweep_options_call_sweep_in_axis_order(ip, monkeypatch):
 
 
 def test_real_sweep_dry_run(ip):
-    if not hasattr(pytest.importorskip("flux_nb.sweep"), "sweep"):
-        pytest.skip("flux_nb.sweep is not there yet")
     result, stdout, stderr, _ = run(ip, "%%flux -x guidance=2,3.5,5 -y steps=4,8 -s 1 --dry-run\na fox")
     assert result.error_in_exec is None and "Traceback" not in stdout + stderr
     assert result.result is not None

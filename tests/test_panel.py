@@ -296,9 +296,6 @@ def test_cancel_with_nothing_running(panel):
 
 
 def test_sweep_tab_estimate_and_run(panel):
-    sweep_module = pytest.importorskip("flux_nb.sweep")
-    if not hasattr(sweep_module, "sweep"):
-        pytest.skip("flux_nb.sweep.sweep is not there yet")
     panel.prompt.value = "a tree"
     panel.size.value = "square"
     panel.steps.value = 4

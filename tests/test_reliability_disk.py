@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from flux_nb.client import FluxClient
-from flux_nb.sweep import sweep
+from flux_nb.sweeps import sweep
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import time
 import httpx
 from PIL import Image
 
-from flux_nb.sweep import sweep
+from flux_nb.sweeps import sweep
 from flux_nb.client import FluxClient
 
 CELLS = 200

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from flux_nb.errors import FluxValidationError
 from flux_nb.magic_args import MagicUsageError, parse_line, parse_options
 from flux_nb.params import FIELD_ALIASES, IMAGE_SIZE_PRESETS, FluxRequest
-from flux_nb.sweep.grammar import MAX_VALUES, parse_values
-from flux_nb.sweep.plan import parse_axis_values
+from flux_nb.sweeps.grammar import MAX_VALUES, parse_values
+from flux_nb.sweeps.plan import parse_axis_values
 
 FIELDS = ("prompt", "image_size", "num_inference_steps", "guidance_scale", "num_images", "seed", "loras",
           "enable_safety_checker", "output_format", "sync_mode", "acceleration")

@@ -33,7 +33,7 @@ CELLS = 24
 SWEEP = """
 import json, sys
 from flux_nb.client import FluxClient
-from flux_nb.sweep import sweep
+from flux_nb.sweeps import sweep
 client = FluxClient(endpoint=sys.argv[1])
 if sys.argv[2] == "recover":
     from flux_nb.recover import recover

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flux_nb.errors import FluxValidationError
-from flux_nb.sweep.grammar import MAX_VALUES, parse_values, split_list
+from flux_nb.sweeps.grammar import MAX_VALUES, parse_values, split_list
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from flux_nb.params import FluxRequest
 from flux_nb.server.engines.base import EngineInputError
 from flux_nb.server.engines.preview import PreviewEngine
 from flux_nb.store import get_store
-from flux_nb.sweep import SweepInterrupted, sweep
+from flux_nb.sweeps import SweepInterrupted, sweep
 
 HERE = Path(__file__).parent
 
@@ -157,7 +157,7 @@ _CRASHING_SWEEP = textwrap.dedent(
     """
     import sys
     from flux_nb.client import FluxClient
-    from flux_nb.sweep import sweep
+    from flux_nb.sweeps import sweep
     sweep("a crashing fox", steps=[1, 2, 3, 4, 5, 6], seed=3, concurrency=1,
           client=FluxClient(endpoint=sys.argv[1]), progress=False)
     """

@@ -8,8 +8,8 @@ from flux_nb import pricing
 from flux_nb.errors import FluxValidationError
 from flux_nb.params import FluxRequest, ImageSize, LoraWeight
 from flux_nb.store import Store
-from flux_nb.sweep import guidance_sweep, parse_axis_values, prompt_sweep, sweep
-from flux_nb.sweep.plan import build_plan, expand_prompt, fill_template
+from flux_nb.sweeps import guidance_sweep, parse_axis_values, prompt_sweep, sweep
+from flux_nb.sweeps.plan import build_plan, expand_prompt, fill_template
 
 
 def test_cells_are_the_product_in_keyword_order():
@@ -192,8 +192,8 @@ def test_guidance_sweep_is_sweep_over_guidance(data_dir):
     assert [c.request.guidance_scale for c in result.cells] == [2.0, 3.0, 4.0, 5.0, 6.0]
 
 
-def test_flux_nb_sweep_is_callable_even_after_submodule_import(data_dir):
+def test_flux_nb_sweep_is_the_function_whatever_was_imported_first(data_dir):
     import flux_nb
-    import flux_nb.sweep.grammar  # binds the package to flux_nb.sweep
+    import flux_nb.sweeps.grammar  # noqa: F401  (the package is flux_nb.sweeps, so no clash)
 
     assert len(flux_nb.sweep("x", steps=[1, 2], seed=1, dry_run=True)) == 2

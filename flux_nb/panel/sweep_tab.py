@@ -41,7 +41,7 @@ def _axis_value(field: str, text: str) -> Any:
 
 
 def sweep_arguments(request: Any, axes: list[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
-    """``(prompt, keywords)`` for ``flux_nb.sweep.sweep``: axes first (in order), then the fixed fields.
+    """``(prompt, keywords)`` for ``flux_nb.sweeps.sweep``: axes first (in order), then the fixed fields.
 
     ``axes`` is ``[(field, values_text), ...]``; a field on an axis is not also passed as fixed.
     """
@@ -118,10 +118,10 @@ class SweepTab(widgets.VBox):
         return chosen
 
     def _call_sweep(self, *, dry_run: bool) -> Any:
-        from .. import sweep as sweep_module
+        from ..sweeps import sweep
 
         prompt, keywords = sweep_arguments(self._panel.request(), self.axes())
-        return sweep_module.sweep(prompt, dry_run=dry_run, cache=self._panel._runner.cache, **keywords)
+        return sweep(prompt, dry_run=dry_run, cache=self._panel._runner.cache, **keywords)
 
     def estimate(self) -> dict[str, float] | None:
         """Plan the sweep without sending anything and show its size and cost."""

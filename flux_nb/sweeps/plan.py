@@ -269,7 +269,7 @@ def _is_listy(value: Any) -> bool:
 def parse_axis_values(name: str, text: str) -> list[Any]:
     """Values for an axis given as text (as the magic's ``-x NAME=VALUES`` does).
 
-    Numeric fields use the grammar (:func:`~flux_nb.sweep.grammar.parse_values`); the others are
+    Numeric fields use the grammar (:func:`~flux_nb.sweeps.grammar.parse_values`); the others are
     comma-separated (quotes protect commas); ``lora`` accepts ``none`` for "without".
     """
     field_name = _field_of(name)

@@ -14,10 +14,6 @@ cells, seed policy, cost), :mod:`.runner` (concurrent execution), :mod:`.result`
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from .api import asweep, guidance_sweep, plan_sweep, prompt_sweep, sweep
 from .grammar import parse_values
 from .plan import Axis, SweepSummary, parse_axis_values
@@ -39,15 +35,3 @@ __all__ = [
     "prompt_sweep",
     "sweep",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """``flux_nb.sweep`` is both this package and the function: importing a submodule such as
-    ``flux_nb.sweep.grammar`` binds the package to the name ``flux_nb.sweep``, so the package must
-    be callable for ``flux_nb.sweep(...)`` to keep working."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
