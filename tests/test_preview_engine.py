@@ -78,6 +78,37 @@ def test_each_lora_and_its_scale_change_the_picture():
             assert mean_difference(pics[i], pics[j]) > 1.0, (i, j)
 
 
+def scene(**fields) -> Image.Image:
+    """The whole picture without its PREVIEW mark and caption (which name the parameters)."""
+    request = FluxRequest(**{**BASE, **fields})
+    return render_preview(request, request.seed, stamp=False)
+
+
+def assert_each_differs(pictures: dict, pairs, least: float) -> None:
+    for a, b in pairs:
+        difference = mean_difference(pictures[a], pictures[b])
+        assert difference > least, f"{a!r} and {b!r} give (almost) the same picture: mean difference {difference:.3f}"
+
+
+def test_every_step_count_changes_the_picture():
+    # one more step is one more shape, a little less blur and grain: no two neighbours alike
+    pictures = {steps: scene(num_inference_steps=steps) for steps in range(1, 51)}
+    assert_each_differs(pictures, zip(range(1, 50), range(2, 51)), 0.2)
+
+
+def test_every_guidance_value_changes_the_picture():
+    values = [i / 2 for i in range(71)]  # 0, 0.5, ..., 35
+    pictures = {g: scene(guidance_scale=g) for g in values}
+    assert_each_differs(pictures, zip(values, values[1:]), 0.1)
+    assert len({p.tobytes() for p in pictures.values()}) == len(values)
+
+
+def test_every_lora_scale_changes_the_picture():
+    scales = list(range(-4, 5))
+    pictures = {s: scene(loras=[{"path": "https://example.test/a.safetensors", "scale": s}]) for s in scales}
+    assert_each_differs(pictures, [(a, b) for i, a in enumerate(scales) for b in scales[i + 1:]], 2.0)
+
+
 @pytest.mark.parametrize("size", [(1024, 768), (768, 1024), (1, 1), (37, 2000), (640, 360)])
 def test_sizes_are_exact(size):
     out = generate(image_size={"width": size[0], "height": size[1]})

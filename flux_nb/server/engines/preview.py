@@ -5,10 +5,11 @@ the server) run offline, and makes sweeps *show* their variation. The same reque
 give the same bytes, and every parameter changes the picture visibly:
 
 - prompt and seed pick the palette and the shapes (image ``i`` of a job uses ``seed + i``);
-- ``num_inference_steps`` sets the number of shapes and the sharpness (few steps: blurry);
-- ``guidance_scale`` sets contrast and saturation (3.5 is neutral);
-- each LoRA adds a tinted pattern (stripes, grid or dots, chosen by its path) whose strength
-  follows its scale (a negative scale uses the complementary tint);
+- ``num_inference_steps`` is how "denoised" the picture is: each step adds one (finer) shape and
+  takes away some blur and grain (1 step: a blurry, grainy sketch; 50: crisp and clean);
+- ``guidance_scale`` sets contrast and saturation (3.5 is neutral), over the whole 0..35 range;
+- each LoRA adds a tinted pattern (stripes, grid or dots, chosen by its path) whose opacity and
+  line width follow ``|scale|`` up to 4 (a negative scale uses the complementary tint);
 - ``image_size`` and ``output_format`` are honoured exactly.
 
 Each image is stamped "PREVIEW" with its prompt and key parameters in small text.
@@ -33,9 +34,9 @@ import textwrap
 import time
 from typing import Iterable
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-from ...params import FluxRequest
+from ...params import LIMITS, FluxRequest
 from .base import EngineOutput, GeneratedImage, JobContext
 
 __all__ = ["PreviewEngine", "DEFAULT_NSFW_WORDS", "render_preview", "find_nsfw_words"]
@@ -46,6 +47,12 @@ DEFAULT_NSFW_WORDS: tuple[str, ...] = ("nsfw", "nude", "naked", "porn", "gore")
 #: Longest side of the low-resolution drawing, upscaled afterwards: keeps any size fast.
 _DRAW_SIDE = 320
 _JPEG_QUALITY = 90
+#: Blur radius (at the drawing size) and grain amplitude (levels) at 1 step; both fall evenly
+#: to 0 at the most steps.
+_MAX_BLUR = 5.0
+_MAX_GRAIN = 45
+#: Grain is drawn at 1/_GRAIN_CELL of the drawing size and smoothed up.
+_GRAIN_CELL = 6
 
 
 def _digest(*parts: object) -> bytes:
@@ -89,14 +96,16 @@ def _draw_scene(request: FluxRequest, seed: int, size: tuple[int, int]) -> Image
     mask = Image.linear_gradient("L").resize((w, h)) if rng.random() < 0.5 else Image.linear_gradient("L").rotate(90).resize((w, h))
     image = Image.composite(Image.new("RGB", (w, h), bottom), Image.new("RGB", (w, h), top), mask)
 
-    # shapes: more with more steps
+    # shapes: one more per step; the first ones are the same for any step count, so a steps sweep
+    # looks like one picture being refined
     draw = ImageDraw.Draw(image, "RGBA")
-    count = 2 + request.num_inference_steps // 2
+    count = 2 + request.num_inference_steps
     for i in range(count):
         shape_hue = hue + rng.choice((0.0, 0.08, 0.33, 0.5, 0.66)) + rng.uniform(-0.04, 0.04)
         colour = _hsv(shape_hue, 0.5 + rng.random() * 0.5, 0.5 + rng.random() * 0.5, 110 + rng.randrange(120))
         cx, cy = rng.random() * w, rng.random() * h
-        r = (0.05 + rng.random() * 0.25) * min(w, h) * (1.0 if i < 3 else 0.6)
+        # later steps add finer detail: smaller shapes
+        r = (0.05 + rng.random() * 0.25) * min(w, h) * (1.0 if i < 3 else 0.7 / (1 + i / 12))
         box = (cx - r, cy - r * rng.uniform(0.5, 1.5), cx + r, cy + r * rng.uniform(0.5, 1.5))
         kind = rng.randrange(3)
         if kind == 0:
@@ -107,34 +116,61 @@ def _draw_scene(request: FluxRequest, seed: int, size: tuple[int, int]) -> Image
             points = [(cx + r * rng.uniform(-1, 1), cy + r * rng.uniform(-1, 1)) for _ in range(3)]
             draw.polygon(points, fill=colour)
 
-    # few steps: soft and blurry; many steps: crisp
-    blur = max(0.0, (30 - request.num_inference_steps) / 6) * (w / _DRAW_SIDE)
-    if blur > 0:
-        image = image.filter(ImageFilter.GaussianBlur(blur))
+    # few steps: soft, blurry and grainy, like a half-denoised picture; cleaner with every step
+    left = _steps_left(request.num_inference_steps)
+    if left > 0:
+        image = image.filter(ImageFilter.GaussianBlur(left * _MAX_BLUR * (w / _DRAW_SIDE)))
+        # coarse grain around 0, added to every channel (the colours stay); coarse, because fine
+        # grain would triple the size of every JPEG
+        amplitude = left * _MAX_GRAIN / 128
+        gw, gh = max(1, w // _GRAIN_CELL), max(1, h // _GRAIN_CELL)
+        # its own generator, so every step count has the same grain, only fainter
+        grain_rng = _rng("grain", request.prompt, seed)
+        noise = Image.frombytes("L", (gw, gh), grain_rng.randbytes(gw * gh)).resize((w, h), Image.Resampling.BICUBIC)
+        noise = noise.point(lambda v: round(128 + (v - 128) * amplitude))
+        image = ImageChops.add(image, Image.merge("RGB", (noise, noise, noise)), offset=-128)
 
-    # guidance: 3.5 is neutral; higher is harsher and more saturated, lower is washed out
-    g = request.guidance_scale
-    image = ImageEnhance.Contrast(image).enhance(0.35 + g * 0.65 / 3.5 if g <= 3.5 else 1.0 + (g - 3.5) / 10)
-    image = ImageEnhance.Color(image).enhance(0.2 + g * 0.8 / 3.5 if g <= 3.5 else 1.0 + (g - 3.5) / 8)
+    contrast, colour = _guidance_factors(request.guidance_scale)
+    image = ImageEnhance.Contrast(image).enhance(contrast)
+    image = ImageEnhance.Color(image).enhance(colour)
 
     for index, lora in enumerate(request.loras):
         image = _lora_overlay(image, lora.path, lora.scale, index)
     return image
 
 
+def _steps_left(steps: int) -> float:
+    """How far from fully "denoised" a step count is: 1.0 at 1 step, falling evenly to 0 at the most."""
+    most = LIMITS["num_inference_steps"][1]
+    return max(0.0, (most - steps) / (most - 1))
+
+
+def _guidance_factors(g: float) -> tuple[float, float]:
+    """(contrast, saturation) for a guidance scale: 3.5 is neutral (1, 1), 0 is washed out.
+
+    Above 3.5 both keep growing evenly to the top of the range (harsh and garish at 35, as a
+    real model overcooks), so that every guidance value gives its own picture.
+    """
+    if g <= 3.5:
+        return 0.35 + g * 0.65 / 3.5, 0.2 + g * 0.8 / 3.5
+    excess = (g - 3.5) / (LIMITS["guidance_scale"][1] - 3.5)  # 0 at 3.5, 1 at the top
+    return 1.0 + 1.2 * excess, 1.0 + 2.0 * excess
+
+
 def _lora_overlay(image: Image.Image, path: str, scale: float, index: int) -> Image.Image:
-    """A tinted pattern picked by the LoRA's path, as strong as its scale."""
+    """A tinted pattern picked by the LoRA's path, as strong as its scale (all the way to 4)."""
     w, h = image.size
     key = _digest("lora", path)
     tint_hue = key[1] / 255 + (0.5 if scale < 0 else 0.0)
-    alpha = round(min(1.0, abs(scale) / 2) * 200)
+    strength = min(1.0, abs(scale) / LIMITS["lora_scale"][1])
+    alpha = round(strength * 220)
     if alpha == 0:
         return image
     colour = _hsv(tint_hue, 0.9, 0.95, alpha)
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     pitch = max(4, round(min(w, h) / (6 + key[2] % 10)))
-    thickness = max(1, round(pitch * (0.15 + 0.25 * min(1.0, abs(scale) / 2))))
+    thickness = max(1, round(pitch * (0.1 + 0.35 * strength)))
     kind = (key[3] + index) % 3
     if kind == 0:  # diagonal stripes
         for x in range(-h, w + h, pitch):
@@ -182,15 +218,20 @@ def _stamp(image: Image.Image, request: FluxRequest, seed: int) -> None:
         draw.text((pad, h - block + pad + i * line_h), line, font=font, fill=(255, 255, 255, 235))
 
 
-def render_preview(request: FluxRequest, seed: int) -> Image.Image:
-    """One preview image (RGB, at the request's size) for ``seed``."""
+def render_preview(request: FluxRequest, seed: int, *, stamp: bool = True) -> Image.Image:
+    """One preview image (RGB, at the request's size) for ``seed``.
+
+    ``stamp=False`` leaves out the PREVIEW mark and the caption: the picture alone, which is what
+    tests compare to show that a parameter changes the drawing and not just its caption.
+    """
     w, h = request.width, request.height
     ratio = min(1.0, _DRAW_SIDE / max(w, h))
     small = (max(1, round(w * ratio)), max(1, round(h * ratio)))
     image = _draw_scene(request, seed, small)
     if small != (w, h):
         image = image.resize((w, h), Image.Resampling.BILINEAR)
-    _stamp(image, request, seed)
+    if stamp:
+        _stamp(image, request, seed)
     return image
 
 
