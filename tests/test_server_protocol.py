@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
+import threading
 
 import httpx
 import pytest
@@ -333,3 +335,38 @@ def test_upload_limit_is_413(live_server):
     server = live_server(max_upload=100)
     with httpx.Client(base_url=server.url) as c:
         assert c.post("/files/upload", content=b"x" * 101).status_code == 413
+        # no announced length: counted while streaming
+        assert c.post("/files/upload", content=iter([b"x" * 60, b"x" * 60])).status_code == 413
+        assert not list((server.state.files.root / "tmp").iterdir())  # the partial file is gone
+
+
+def test_uploads_are_written_off_the_event_loop(live_server, monkeypatch):
+    """A slow disk must not stall the server: while an upload's write is blocked, it still answers."""
+    from flux_nb.server import uploads
+
+    server = live_server()
+    blocked, release = threading.Event(), threading.Event()
+    real_write = uploads.write_and_hash
+
+    def slow_write(out, digest, data):
+        blocked.set()
+        release.wait(20)
+        real_write(out, digest, data)
+
+    monkeypatch.setattr(uploads, "write_and_hash", slow_write)
+    data = bytes(range(256)) * 12_000  # 3 MB: more than one write batch
+    answers: list = []
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        uploader = threading.Thread(target=lambda: answers.append(c.post("/files/upload", content=data)))
+        uploader.start()
+        try:
+            assert blocked.wait(20)
+            # a write on the event loop would hold this answer until the write is released
+            assert c.get("/health", timeout=5).status_code == 200
+        finally:
+            release.set()
+            uploader.join(30)
+        assert answers[0].status_code == 200, answers[0].text
+        assert answers[0].json()["file_size"] == len(data)
+        assert c.get(answers[0].json()["access_url"]).content == data
+        assert f"/uploads/{hashlib.sha256(data).hexdigest()[:32]}/" in answers[0].json()["access_url"]

@@ -44,6 +44,7 @@ from starlette.routing import Route
 from ..errors import FieldError, FluxValidationError
 from ..params import APP_ID, FluxRequest
 from . import protocol as P
+from . import uploads
 from .engines.base import Engine, EngineInputError
 from .faults import FaultInjector
 from .jobs import ALREADY_COMPLETED, CANCEL_REQUESTED, NOT_FOUND, Job, JobQueue
@@ -167,7 +168,7 @@ def create_app(
         Route("/health", _health, methods=["GET"]),
         Route("/stats", _stats, methods=["GET"]),
         Route("/storage/auth/token", _storage_token, methods=["POST"]),
-        Route("/files/upload", _upload, methods=["POST"]),
+        Route("/files/upload", uploads.upload, methods=["POST"]),
         Route("/files/{path:path}", _file, methods=["GET"]),
         Route("/run/{owner}/{name}", _run, methods=["POST"]),
         Route("/{owner}/{name}", _submit, methods=["POST"]),
@@ -483,28 +484,6 @@ async def _storage_token(request: Request) -> Response:
         "token": state.storage_token, "token_type": "Bearer", "base_url": state.base_url(request),
         "expires_at": expires.isoformat(),
     })
-
-
-async def _upload(request: Request) -> Response:
-    state = _state(request)
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > state.max_upload:
-        raise HTTPException(413, f"upload of {length} bytes is over this server's limit of {state.max_upload} bytes")
-    tmp_path, digest = state.files.new_upload()
-    size = 0
-    try:
-        with open(tmp_path, "wb") as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > state.max_upload:
-                    raise HTTPException(413, f"upload is over this server's limit of {state.max_upload} bytes")
-                digest.update(chunk)
-                out.write(chunk)
-        rel = state.files.commit_upload(tmp_path, digest.hexdigest(), request.headers.get("x-fal-file-name"))
-    finally:
-        tmp_path.unlink(missing_ok=True)
-    url = P.file_url(state.base_url(request), rel, state.token)
-    return JSONResponse({"access_url": url, "file_size": size, "content_type": request.headers.get("content-type")})
 
 
 async def _file(request: Request) -> Response:
