@@ -9,8 +9,10 @@ data folder)::
 Three uses:
 
 - **cache**: :meth:`Store.lookup` finds a finished generation of the same request (same
-  :meth:`~flux_nb.params.FluxRequest.cache_key`, so only requests with an explicit seed) and loads
-  it back from disk, so re-running a cell or a sweep costs nothing;
+  :meth:`~flux_nb.params.FluxRequest.cache_key`, so only requests with an explicit seed) made by
+  the same backend (same :func:`origin_of`: placeholder images of the local preview server are
+  never served as fal.ai results) and loads it back from disk, so re-running a cell or a sweep
+  costs nothing;
 - **history**: :meth:`Store.history` lists and searches past generations, newest first;
 - **journal**: the client records each job right after submitting it and clears it once the images
   are saved, so after a crash :func:`flux_nb.recover` fetches what the server already finished
@@ -36,28 +38,73 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlsplit
 
 from .errors import FluxStoreError
-from .params import FluxRequest
+from .params import APP_ID, FluxRequest
 from .result import FluxImage, FluxResult
 
 __all__ = [
+    "EMBEDDED_ORIGIN",
     "FluxStoreError",
     "HistoryEntry",
     "PendingJob",
     "Store",
+    "backend_origin",
     "default_data_dir",
     "get_store",
     "history",
+    "origin_of",
 ]
 
 DB_NAME = "flux.sqlite3"
-_SCHEMA_VERSION = 1
+# 2: generations.origin (the backend that made them); rows from version 1 have '' and never match
+_SCHEMA_VERSION = 2
+#: The origin of everything the embedded local server makes (the preview engine, in any process).
+EMBEDDED_ORIGIN = "embedded"
+# SQLite's default limit on ``?`` parameters is 999 (older builds); stay well under it
+_CHUNK = 500
 # One token per process, so recovery can tell this process's live jobs from a dead one's.
 _PROCESS_TOKEN = uuid.uuid4().hex
 # The only handle keys the journal keeps: nothing else (and so no credential) reaches the disk.
 _HANDLE_KEYS = ("request_id", "status_url", "response_url", "cancel_url", "endpoint", "backend", "app_id")
+
+
+def origin_of(kind: str | None, queue_url: str | None, app_id: str | None = None) -> str:
+    """Where generations were made, as a short string: the cache only serves a request from the
+    same origin.
+
+    ``"embedded"`` for the embedded local server (one origin everywhere: it always runs the
+    preview engine), else ``"<kind> <scheme>://<host>[:port][/path]/<app id>"``, e.g.
+    ``"fal https://queue.fal.run/fal-ai/flux-lora"``. User info, query and fragment of the URL are
+    left out (a URL may carry a token). Pure.
+    """
+    if kind == "embedded":
+        return EMBEDDED_ORIGIN
+    if not kind or not queue_url:
+        return ""
+    parts = urlsplit(queue_url.strip())
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    path = parts.path.rstrip("/")
+    return f"{kind} {parts.scheme.lower()}://{netloc}{path}/{(app_id or APP_ID).strip('/')}"
+
+
+def backend_origin(backend: Any, app_id: str | None = None) -> str:
+    """:func:`origin_of` a client's backend (anything with ``.kind`` and ``.queue_url``)."""
+    return origin_of(getattr(backend, "kind", None), getattr(backend, "queue_url", None), app_id)
+
+
+def _journal_origin(handle_info: dict[str, Any]) -> str:
+    """The origin of a journaled job, from the handle info the client recorded when submitting it."""
+    return origin_of(handle_info.get("backend"), handle_info.get("endpoint"), handle_info.get("app_id"))
 
 
 def default_data_dir() -> Path:
@@ -83,6 +130,7 @@ class HistoryEntry:
     backend: str
     cache_key: str
     paths: tuple[Path, ...]
+    origin: str = ""
     timings: dict[str, Any] = field(default_factory=dict)
     nsfw: tuple[bool, ...] = ()
     images: tuple[dict[str, Any], ...] = field(default=(), repr=False)
@@ -90,6 +138,11 @@ class HistoryEntry:
     @property
     def files_exist(self) -> bool:
         return all(p.is_file() for p in self.paths)
+
+    @property
+    def missing_files(self) -> list[Path]:
+        """The image files of this generation that are no longer on disk."""
+        return [p for p in self.paths if not p.is_file()]
 
     def load(self) -> FluxResult:
         """The generation with its images read back from disk (``cached=True``)."""
@@ -162,6 +215,7 @@ CREATE TABLE IF NOT EXISTS generations (
     seed INTEGER NOT NULL,
     request_id TEXT,
     backend TEXT NOT NULL DEFAULT '',
+    origin TEXT NOT NULL DEFAULT '',
     prompt TEXT NOT NULL,
     created_at TEXT NOT NULL,
     timings_json TEXT NOT NULL DEFAULT '{}',
@@ -264,9 +318,7 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
-            )
+            _migrate(conn)
             self._ready = True
 
     def _warn(self, exc: Exception) -> None:
@@ -276,8 +328,13 @@ class Store:
 
     # -- saving -------------------------------------------------------------------------------
 
-    def save(self, result: FluxResult) -> FluxResult:
+    def save(self, result: FluxResult, *, origin: str | None = None) -> FluxResult:
         """Write the result's images (metadata embedded) and index the generation; set ``image.path``.
+
+        ``origin`` is where the images were made (:func:`origin_of`); by default it is read from
+        the job's journal entry (the client journals every job it submits, with its backend), and
+        a generation of the embedded server is ``"embedded"``. A generation of unknown origin is
+        kept in the history but never served from the cache.
 
         Files are written atomically (a temp file, then ``os.replace``). Raises
         :class:`FluxStoreError` if the folder cannot be written; the result in memory is untouched
@@ -315,15 +372,18 @@ class Store:
         request = result.request
         try:
             with self._connect() as conn:
+                if origin is None:
+                    origin = self._origin_from_journal(conn, result)
                 conn.execute(
-                    "INSERT INTO generations (cache_key, request_json, seed, request_id, backend, prompt,"
-                    " created_at, timings_json, nsfw_json, images_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO generations (cache_key, request_json, seed, request_id, backend, origin, prompt,"
+                    " created_at, timings_json, nsfw_json, images_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         request.cache_key(),
                         json.dumps(request.to_dict(), sort_keys=True),
                         int(result.seed),
                         result.request_id,
                         result.backend or "",
+                        origin,
                         result.prompt or request.prompt,
                         _iso(created),
                         json.dumps(result.timings or {}, default=str),
@@ -339,6 +399,14 @@ class Store:
             image.path = path
         return result
 
+    @staticmethod
+    def _origin_from_journal(conn: sqlite3.Connection, result: FluxResult) -> str:
+        if result.request_id:
+            row = conn.execute("SELECT handle_json FROM journal WHERE request_id = ?", (str(result.request_id),)).fetchone()
+            if row is not None:
+                return _journal_origin(json.loads(row[0]))
+        return EMBEDDED_ORIGIN if result.backend == "embedded" else ""
+
     # -- reading ------------------------------------------------------------------------------
 
     def _entries(self, sql: str, params: tuple[Any, ...]) -> list[HistoryEntry]:
@@ -351,15 +419,19 @@ class Store:
             return []
         return [_entry_from_row(row) for row in rows]
 
-    def lookup(self, request: FluxRequest) -> FluxResult | None:
-        """A finished generation of this exact request, read back from disk (``cached=True``).
+    def lookup(self, request: FluxRequest, *, origin: str) -> FluxResult | None:
+        """A finished generation of this exact request made at ``origin``, read back from disk
+        (``cached=True``).
 
-        Only requests with an explicit seed are looked up (an unseeded request is random by
-        design). Returns None when nothing matches or its files are gone.
+        ``origin`` is where the caller would send the request (:func:`backend_origin` of its
+        client): a generation made elsewhere never matches. Only requests with an explicit seed are
+        looked up (an unseeded request is random by design). Returns None when nothing matches or
+        its files are gone.
         """
-        if request.seed is None:
+        if request.seed is None or not origin:
             return None
-        for entry in self._entries(_SELECT + " WHERE cache_key = ? ORDER BY id DESC LIMIT 5", (request.cache_key(),)):
+        sql = _SELECT + " WHERE cache_key = ? AND origin = ? ORDER BY id DESC LIMIT 5"
+        for entry in self._entries(sql, (request.cache_key(), origin)):
             if entry.paths and entry.files_exist:
                 try:
                     return entry.load()
@@ -367,12 +439,39 @@ class Store:
                     continue
         return None
 
-    def has(self, request: FluxRequest) -> bool:
+    def has(self, request: FluxRequest, *, origin: str) -> bool:
         """Whether :meth:`lookup` would find this request, without reading the images."""
-        if request.seed is None:
-            return False
-        entries = self._entries(_SELECT + " WHERE cache_key = ? ORDER BY id DESC LIMIT 5", (request.cache_key(),))
-        return any(e.paths and e.files_exist for e in entries)
+        return self.has_many([request], origin=origin)[0]
+
+    def has_many(self, requests: Iterable[FluxRequest], *, origin: str) -> list[bool]:
+        """:meth:`has` for many requests at once: one connection, one query per 500 requests.
+
+        The answers are in the order of ``requests``. A broken store answers False for all.
+        """
+        requests = list(requests)
+        keys = [r.cache_key() if r.seed is not None else None for r in requests]
+        wanted = sorted({k for k in keys if k is not None})
+        found: set[str] = set()
+        if wanted and origin:
+            try:
+                with self._connect(create=False) as conn:
+                    for start in range(0, len(wanted), _CHUNK):
+                        chunk = wanted[start : start + _CHUNK]
+                        rows = conn.execute(
+                            "SELECT cache_key, images_json FROM generations WHERE origin = ? AND cache_key IN"
+                            f" ({','.join('?' * len(chunk))})",
+                            (origin, *chunk),
+                        ).fetchall()
+                        for key, images in rows:
+                            if key in found:
+                                continue
+                            paths = [Path(info["path"]) for info in json.loads(images)]
+                            if paths and all(p.is_file() for p in paths):
+                                found.add(key)
+            except FluxStoreError as exc:
+                if self.db_path.exists():
+                    self._warn(exc)
+        return [k is not None and k in found for k in keys]
 
     def history(self, limit: int | None = 20, search: str | None = None) -> list[HistoryEntry]:
         """Past generations, newest first; ``search`` keeps those whose prompt contains it (any case)."""
@@ -500,13 +599,34 @@ class Store:
 
 
 _SELECT = (
-    "SELECT id, cache_key, request_json, seed, request_id, backend, prompt, created_at, timings_json,"
+    "SELECT id, cache_key, request_json, seed, request_id, backend, origin, prompt, created_at, timings_json,"
     " nsfw_json, images_json FROM generations"
 )
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an index written by an older flux-nb up to :data:`_SCHEMA_VERSION` (idempotent, and
+    safe when several processes open the same folder at once)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(generations)")}
+        if "origin" not in columns:
+            # version 1 did not record where images were made: '' never matches a lookup
+            conn.execute("ALTER TABLE generations ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+        conn.execute("CREATE INDEX IF NOT EXISTS generations_origin_key ON generations (origin, cache_key, id)")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or int(row[0]) < _SCHEMA_VERSION:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:
-    (id_, cache_key, request_json, seed, request_id, backend, prompt, created_at, timings, nsfw, images) = row
+    (id_, cache_key, request_json, seed, request_id, backend, origin, prompt, created_at, timings, nsfw, images) = row
     image_info = tuple(json.loads(images))
     return HistoryEntry(
         id=int(id_),
@@ -516,6 +636,7 @@ def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:
         seed=int(seed),
         request_id=request_id,
         backend=backend,
+        origin=origin,
         cache_key=cache_key,
         paths=tuple(Path(info["path"]) for info in image_info),
         timings=json.loads(timings),

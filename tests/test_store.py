@@ -16,7 +16,10 @@ from PIL import Image
 
 from flux_nb.params import FluxRequest
 from flux_nb.result import FluxImage, FluxResult
-from flux_nb.store import FluxStoreError, Store, default_data_dir, get_store
+from flux_nb.store import FluxStoreError, Store, backend_origin, default_data_dir, get_store, origin_of
+
+#: Where the test results were "made": a local fal-compatible server.
+HERE_ORIGIN = origin_of("endpoint", "http://127.0.0.1:8765")
 
 
 def jpeg(color: str = "red", size=(64, 48)) -> bytes:
@@ -70,16 +73,18 @@ def test_saved_files_carry_metadata_when_the_metadata_module_is_there(tmp_path):
 
 def test_lookup_returns_a_cached_copy_only_for_seeded_identical_requests(tmp_path):
     store = Store(tmp_path)
-    saved = store.save(make_result(seed=5, image_size="square"))
-    hit = store.lookup(FluxRequest("a red fox", seed=5, image_size=(512, 512)))  # same size, other spelling
+    saved = store.save(make_result(seed=5, image_size="square"), origin=HERE_ORIGIN)
+    hit = store.lookup(FluxRequest("a red fox", seed=5, image_size=(512, 512)), origin=HERE_ORIGIN)  # other spelling
     assert hit is not None and hit.cached and hit.seed == 5 and hit.request_id == "req-1"
     assert hit.images[0].data == saved.images[0].path.read_bytes()
     assert hit.images[0].path == saved.images[0].path and hit.timings == {"inference": 0.5}
-    assert store.has(FluxRequest("a red fox", seed=5, image_size="square"))
-    assert store.lookup(FluxRequest("a red fox", seed=6, image_size="square")) is None
-    assert store.lookup(FluxRequest("a red fox", image_size="square")) is None  # unseeded: never cached
+    assert store.has(FluxRequest("a red fox", seed=5, image_size="square"), origin=HERE_ORIGIN)
+    assert store.lookup(FluxRequest("a red fox", seed=6, image_size="square"), origin=HERE_ORIGIN) is None
+    assert store.lookup(FluxRequest("a red fox", image_size="square"), origin=HERE_ORIGIN) is None  # unseeded
     saved.images[0].path.unlink()
-    assert store.lookup(FluxRequest("a red fox", seed=5, image_size="square")) is None  # files gone
+    # files gone: a miss for lookup, has and has_many alike
+    assert store.lookup(FluxRequest("a red fox", seed=5, image_size="square"), origin=HERE_ORIGIN) is None
+    assert store.has_many([FluxRequest("a red fox", seed=5, image_size="square")], origin=HERE_ORIGIN) == [False]
 
 
 def test_history_newest_first_with_search_and_get(tmp_path):
@@ -157,7 +162,7 @@ def test_a_folder_that_cannot_be_written_raises_a_clear_store_error(tmp_path):
     assert isinstance(info.value, OSError) and str(blocker) in str(info.value)
     assert result.images[0].path is None and result.images[0].data  # the caller keeps the result
     # reads and the journal carry on quietly
-    assert store.lookup(result.request) is None and store.history() == [] and store.pending() == []
+    assert store.lookup(result.request, origin=HERE_ORIGIN) is None and store.history() == [] and store.pending() == []
     with pytest.warns(RuntimeWarning):
         store.journal_submit(result.request, {"request_id": "x"})
 
@@ -189,8 +194,8 @@ def test_many_threads_save_at_once(tmp_path):
 
     def work(i):
         try:
-            store.save(make_result(prompt=f"p{i}", seed=i, request_id=f"t{i}"))
-            assert store.lookup(FluxRequest(f"p{i}", seed=i)) is not None
+            store.save(make_result(prompt=f"p{i}", seed=i, request_id=f"t{i}"), origin=HERE_ORIGIN)
+            assert store.lookup(FluxRequest(f"p{i}", seed=i), origin=HERE_ORIGIN) is not None
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -216,3 +221,123 @@ def test_two_processes_share_one_folder(tmp_path):
     entries = Store(tmp_path).history(limit=None)
     assert len(entries) == 20 and len({e.request_id for e in entries}) == 20
     assert json.loads(json.dumps([str(p) for e in entries for p in e.paths]))
+
+
+# -- the cache is scoped by origin: where the images were made --------------------------------------
+
+
+def test_origin_names_the_backend_and_app_but_never_credentials():
+    from flux_nb.backend import resolve_backend
+
+    assert origin_of("embedded", "http://flux-nb.embedded") == "embedded"
+    fal = backend_origin(resolve_backend("fal", "k-1"))
+    assert fal == "fal https://queue.fal.run/fal-ai/flux-lora" and "k-1" not in fal
+    assert backend_origin(resolve_backend("fal", "k-1"), "fal-ai/flux-lora") == fal
+    assert backend_origin(resolve_backend("fal", "k-1"), "fal-ai/other") != fal
+    local = origin_of("endpoint", "http://user:tok@127.0.0.1:8765/base/?t=secret")
+    assert local == "endpoint http://127.0.0.1:8765/base/fal-ai/flux-lora"
+    assert origin_of("endpoint", "http://127.0.0.1:8766") != origin_of("endpoint", "http://127.0.0.1:8765")
+    assert origin_of(None, None) == "" and origin_of("endpoint", "") == ""
+
+
+def test_a_preview_result_is_never_served_for_another_backend(live_server, data_dir):
+    """The embedded preview server's placeholder images are cached for the embedded backend only."""
+    from flux_nb.client import FluxClient
+
+    embedded = FluxClient(endpoint="embedded")
+    server = live_server(workers=1)
+    other = FluxClient(endpoint=server.url)
+    try:
+        made = embedded.generate("a scoped fox", seed=3, image_size="square")
+        assert not made.cached
+        request = made.request
+        store = get_store()
+        (entry,) = store.history()
+        assert entry.origin == "embedded"
+        # the same backend: a hit, through the store and through the client
+        assert store.lookup(request, origin=backend_origin(embedded.backend)) is not None
+        assert embedded.generate("a scoped fox", seed=3, image_size="square").cached
+        # a different endpoint, and fal.ai: misses
+        assert store.lookup(request, origin=backend_origin(other.backend)) is None
+        assert not store.has(request, origin=backend_origin(other.backend))
+        fal = FluxClient(endpoint="fal", key="not-a-real-key")
+        assert store.lookup(request, origin=backend_origin(fal.backend)) is None
+        fresh = other.generate("a scoped fox", seed=3, image_size="square")
+        assert not fresh.cached  # sent to that server, not served from the preview's files
+        assert other.generate("a scoped fox", seed=3, image_size="square").cached
+        origins = {e.origin for e in store.history()}
+        assert origins == {"embedded", backend_origin(other.backend)}
+    finally:
+        embedded.close()
+        other.close()
+
+
+def test_an_index_of_schema_1_is_migrated_and_its_rows_never_match(tmp_path):
+    import sqlite3
+
+    image = tmp_path / "images" / "old-0.jpeg"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(jpeg())
+    request = FluxRequest("an old fox", seed=1)
+    conn = sqlite3.connect(tmp_path / "flux.sqlite3")
+    conn.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE generations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, cache_key TEXT NOT NULL, request_json TEXT NOT NULL,
+            seed INTEGER NOT NULL, request_id TEXT, backend TEXT NOT NULL DEFAULT '', prompt TEXT NOT NULL,
+            created_at TEXT NOT NULL, timings_json TEXT NOT NULL DEFAULT '{}', nsfw_json TEXT NOT NULL DEFAULT '[]',
+            images_json TEXT NOT NULL DEFAULT '[]');
+        CREATE INDEX generations_cache_key ON generations (cache_key, id);
+        """
+    )
+    conn.execute(
+        "INSERT INTO generations (cache_key, request_json, seed, request_id, backend, prompt, created_at, images_json)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        (request.cache_key(), json.dumps(request.to_dict()), 1, "old", "embedded", "an old fox",
+         "2025-01-01T00:00:00+00:00", json.dumps([{"path": str(image), "content_type": "image/jpeg"}])),
+    )
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path)
+    (entry,) = store.history()  # still in the history
+    assert entry.origin == "" and entry.request_id == "old"
+    for origin in ("embedded", HERE_ORIGIN):
+        assert store.lookup(request, origin=origin) is None and not store.has(request, origin=origin)
+    conn = sqlite3.connect(tmp_path / "flux.sqlite3")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    conn.close()
+    # new rows of the same request do match
+    store.save(make_result(prompt="an old fox", seed=1, request_id="new"), origin=HERE_ORIGIN)
+    assert store.lookup(request, origin=HERE_ORIGIN).request_id == "new"
+    assert Store(tmp_path).lookup(request, origin=HERE_ORIGIN) is not None  # opening again is fine
+
+
+def test_save_takes_the_origin_from_the_job_journal(tmp_path):
+    store = Store(tmp_path)
+    result = make_result(request_id="j-9")
+    store.journal_submit(result.request, {"request_id": "j-9", "endpoint": "http://127.0.0.1:8765",
+                                          "backend": "endpoint", "status_url": "http://127.0.0.1:8765/s"})
+    store.save(result)
+    assert store.find_request_id("j-9").origin == HERE_ORIGIN
+    unknown = store.save(make_result(request_id="never-journaled", seed=8))
+    assert store.find_request_id("never-journaled").origin == ""  # unknown: history only
+    assert store.lookup(unknown.request, origin=HERE_ORIGIN) is None
+
+
+def test_has_many_answers_in_order_with_one_connection(tmp_path, monkeypatch):
+    import sqlite3
+
+    store = Store(tmp_path)
+    for seed in range(0, 1200, 2):  # every even seed is in the cache
+        store.save(make_result(seed=seed, request_id=f"s{seed}"), origin=HERE_ORIGIN)
+    requests = [FluxRequest("a red fox", seed=s) for s in range(1200)] + [FluxRequest("a red fox")]
+    opened = []
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(1) or real_connect(*a, **k))
+    flags = store.has_many(requests, origin=HERE_ORIGIN)
+    assert len(opened) == 1
+    assert flags == [s % 2 == 0 for s in range(1200)] + [False]
+    assert store.has_many(requests[:4], origin="embedded") == [False] * 4
+    assert store.has_many([], origin=HERE_ORIGIN) == []

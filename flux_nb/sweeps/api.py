@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from ..errors import FieldError, FluxValidationError
 from .plan import build_plan, template_slots
 from .result import SweepCell, SweepResult
-from .runner import Runner
+from .runner import Runner, client_origin
 
 __all__ = ["sweep", "asweep", "prompt_sweep", "guidance_sweep", "plan_sweep"]
 
@@ -33,7 +33,8 @@ def plan_sweep(
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise FluxValidationError([FieldError("concurrency", concurrency, "must be a whole number of at least 1", "range")])
     runner = Runner(client, cache=cache, concurrency=concurrency, progress=progress, live=live)
-    store = runner.store(getattr(client, "aio", client) if client is not None else None)
+    aio = getattr(client, "aio", client) if client is not None else None
+    store = runner.store(aio)
     limit = max_cells
     if dry_run and max_cells is not None:
         limit = max(max_cells, DRY_RUN_LIMIT)  # a dry run is how one sees an oversized sweep's cost
@@ -50,7 +51,11 @@ def plan_sweep(
         SweepCell(index=k, request=req, values=values, coords=coords)
         for k, (req, values, coords) in enumerate(zip(plan.requests, plan.values, plan.coords))
     ]
-    cached = [store.has(c.request) for c in cells] if (dry_run and cache) else None
+    cached = None
+    if dry_run and cache:
+        # the default client is made (not started) only to know where it would send the cells
+        origin = client_origin(aio if aio is not None else runner.aio())
+        cached = [store.has(c.request, origin=origin) for c in cells]
     return SweepResult(
         plan.axes, cells, seed=plan.seed, seed_source=plan.seed_source, dry_run=dry_run, cached_flags=cached,
         runner=runner,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..result import FluxResult
     from ..store import Store
 
-__all__ = ["DEFAULT_CONCURRENCY", "SweepInterrupted", "Runner", "run_cells"]
+__all__ = ["DEFAULT_CONCURRENCY", "SweepInterrupted", "Runner", "client_origin", "run_cells"]
 
 #: Cells in flight at once unless ``concurrency=`` says otherwise.
 DEFAULT_CONCURRENCY = 16
@@ -45,10 +45,17 @@ class SweepInterrupted(KeyboardInterrupt):
         self.result = result
 
 
+def client_origin(aio: Any) -> str:
+    """Where ``aio`` sends its requests (:func:`flux_nb.store.backend_origin`): the cache's scope."""
+    from ..store import backend_origin
+
+    return backend_origin(getattr(aio, "backend", None), getattr(aio, "app_id", None))
+
+
 async def obtain(request: "FluxRequest", aio: Any, store: "Store", cache: bool) -> "FluxResult":
     """One cell's generation: from the store, from a dead process's journaled job, or generated."""
     if cache:
-        hit = await asyncio.to_thread(store.lookup, request)
+        hit = await asyncio.to_thread(store.lookup, request, origin=client_origin(aio))
         if hit is not None:
             return hit
         fetch = getattr(aio, "fetch", None)
