@@ -593,7 +593,9 @@ class AsyncFluxClient:
             request = request.replace(**fields)
         store = self.store
         if cache and store is not None and request.seed is not None:
-            hit = await asyncio.to_thread(store.lookup, request)
+            from .store import backend_origin  # only results this backend made: never the preview's for fal
+
+            hit = await asyncio.to_thread(store.lookup, request, origin=backend_origin(self.backend, self.app_id))
             if hit is not None:
                 return hit
         deadline = self._deadline(timeout)
