@@ -197,3 +197,30 @@ def test_flux_nb_sweep_is_the_function_whatever_was_imported_first(data_dir):
     import flux_nb.sweeps.grammar  # noqa: F401  (the package is flux_nb.sweeps, so no clash)
 
     assert len(flux_nb.sweep("x", steps=[1, 2], seed=1, dry_run=True)) == 2
+
+
+def test_a_dry_run_checks_the_cache_with_one_connection(data_dir, monkeypatch):
+    import io
+    import sqlite3
+
+    from PIL import Image
+
+    from flux_nb.result import FluxImage, FluxResult
+    from flux_nb.store import get_store
+
+    store = get_store()
+    for steps in (1, 7):  # two cells already made by the embedded server (the default client's)
+        request = FluxRequest("x", steps=steps, guidance=2, seed=1)
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, "JPEG")
+        image = FluxImage(buffer.getvalue(), "image/jpeg", 8, 8)
+        store.save(FluxResult([image], 1, request, backend="embedded"), origin="embedded")
+    opened = []
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(1) or real_connect(*a, **k))
+    result = sweep("x", steps="1-50", guidance="0.5-30 (+0.5)", seed=1, dry_run=True)
+    assert len(result) == 3000 and len(opened) == 1
+    summary = result.summary()
+    assert (summary.cached, summary.to_send) == (2, 2998)
+    # steps=1 and 7 (rows 0 and 6 of 60 cells) at guidance=2 (the 4th value)
+    assert [c.index for c, flag in zip(result.cells, result._cached_flags) if flag] == [3, 6 * 60 + 3]

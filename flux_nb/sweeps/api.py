@@ -55,7 +55,7 @@ def plan_sweep(
     if dry_run and cache:
         # the default client is made (not started) only to know where it would send the cells
         origin = client_origin(aio if aio is not None else runner.aio())
-        cached = [store.has(c.request, origin=origin) for c in cells]
+        cached = store.has_many([c.request for c in cells], origin=origin)  # one connection for them all
     return SweepResult(
         plan.axes, cells, seed=plan.seed, seed_source=plan.seed_source, dry_run=dry_run, cached_flags=cached,
         runner=runner,
