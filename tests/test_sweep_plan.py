@@ -224,3 +224,22 @@ def test_a_dry_run_checks_the_cache_with_one_connection(data_dir, monkeypatch):
     assert (summary.cached, summary.to_send) == (2, 2998)
     # steps=1 and 7 (rows 0 and 6 of 60 cells) at guidance=2 (the 4th value)
     assert [c.index for c, flag in zip(result.cells, result._cached_flags) if flag] == [3, 6 * 60 + 3]
+
+
+def test_many_out_of_range_values_make_one_summary_error_per_field():
+    with pytest.raises(FluxValidationError) as info:
+        build_plan("x", {"guidance": "1-400 [400]", "steps": [0, 10, 60], "seed": 1}, max_cells=None)
+    errors = info.value.errors
+    summary = [e for e in errors if e.field == "guidance_scale"]
+    assert len(summary) == 1 and len(errors) == 3  # steps=0 and steps=60 stay one error each
+    (g,) = summary
+    assert g.kind == "range" and g.value[:3] == [36.0, 37.0, 38.0] and len(g.value) == 365
+    assert g.message == "365 of 400 values out of range 0..35, e.g. 36, 37, 38, ..."
+    steps = sorted(e.value for e in errors if e.field == "num_inference_steps")
+    assert steps == [0, 60] and all("in the cell" in e.message for e in errors if e.field != "guidance_scale")
+    assert len(str(info.value)) < 600
+    # a few bad values keep naming their cells
+    with pytest.raises(FluxValidationError) as info:
+        build_plan("x", {"guidance": "33-38", "seed": 1})
+    assert [e.value for e in info.value.errors] == [36.0, 37.0, 38.0]
+    assert all("in the cell guidance_scale=3" in e.message for e in info.value.errors)

@@ -481,7 +481,7 @@ def build_plan(
     requests: list[FluxRequest] = []
     values_list: list[dict[str, Any]] = []
     coords_list: list[tuple[int, ...]] = []
-    bad: dict[tuple[str, str], FieldError] = {}
+    bad: dict[tuple[str, str], tuple[FieldError, str]] = {}
     for coords in itertools.product(*(range(len(a)) for a in axes)):
         cell_values = {a.name: a.values[i] for a, i in zip(axes, coords)}
         try:
@@ -492,14 +492,13 @@ def build_plan(
         except FluxValidationError as exc:
             where = ", ".join(f"{k}={format_value(v)}" for k, v in cell_values.items())
             for e in exc.errors:
-                message = f"{e.message} (in the cell {where})" if where else e.message
-                bad.setdefault((e.field, repr(e.value)), FieldError(e.field, e.value, message, e.kind))
+                bad.setdefault((e.field, repr(e.value)), (e, where))
             continue
         requests.append(request)
         values_list.append(cell_values)
         coords_list.append(coords)
     if bad:
-        raise FluxValidationError(list(bad.values()))
+        raise FluxValidationError(summarise_cell_errors(list(bad.values()), axes))
 
     # seeds
     if seed_is_axis:
@@ -527,6 +526,42 @@ def build_plan(
         vary_seed=vary_seed,
         fixed=dict(fixed),
     )
+
+
+#: More bad values than this for one field are reported as one summary error.
+SUMMARY_THRESHOLD = 3
+
+
+def summarise_cell_errors(bad: Sequence[tuple[FieldError, str]], axes: Sequence[Axis]) -> list[FieldError]:
+    """The errors of invalid cells, one per field and kind when a field has many bad values.
+
+    ``bad`` holds each distinct (field, value) error with the cell it was found in (``where``). A
+    field with at most :data:`SUMMARY_THRESHOLD` bad values keeps one error per value, naming its
+    cell; more are summarised: ``guidance_scale: 330 of 400 values out of range 0..35, e.g. 36,
+    37, 38, ...`` (the error's ``value`` is the list of bad values). Pure.
+    """
+    groups: dict[tuple[str, str], list[tuple[FieldError, str]]] = {}
+    for error, where in bad:
+        groups.setdefault((error.field, error.kind), []).append((error, where))
+    lengths = {a.name: len(a) for a in axes}
+    out: list[FieldError] = []
+    for (field_name, kind), items in groups.items():
+        if len(items) <= SUMMARY_THRESHOLD:
+            for e, where in items:
+                message = f"{e.message} (in the cell {where})" if where else e.message
+                out.append(FieldError(e.field, e.value, message, e.kind))
+            continue
+        values = [e.value for e, _ in items]
+        total = lengths.get(field_name)
+        count = f"{len(values)} of {total} values" if total and total >= len(values) else f"{len(values)} values"
+        limits = LIMITS.get("lora_scale" if field_name.endswith(".scale") else field_name)
+        if kind == "range" and limits is not None:
+            what = f"out of range {format_value(float(limits[0]))}..{format_value(float(limits[1]))}"
+        else:
+            what = f"invalid ({items[0][0].message})"
+        examples = ", ".join(format_value(v) for v in values[:SUMMARY_THRESHOLD])
+        out.append(FieldError(field_name, values, f"{count} {what}, e.g. {examples}, ...", kind))
+    return out
 
 
 def _unknown(key: str, value: Any) -> FieldError:
