@@ -135,3 +135,35 @@ def test_async_client(server):
     check_output(run, n=1)
     assert isinstance(events[-1], fal_client.Completed)
     assert httpx.get(url).content == b"abc"
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """fal_client's multipart upload for anything over 1000 bytes, in 4 KiB parts (not 100 MB / 10 MB)."""
+    monkeypatch.setattr(fal_module, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(fal_module, "MULTIPART_CHUNK_SIZE", 4096)
+
+
+def test_multipart_upload(client, server, small_parts, tmp_path):
+    data = bytes(range(256)) * 200  # 51,200 bytes: 13 parts, sent 10 at a time, finishing in any order
+    url = client.upload(data, "application/octet-stream", file_name="big lora.safetensors")
+    assert url.startswith(server.url + "/files/uploads/") and url.endswith("/big_lora.safetensors")
+    assert httpx.get(url).content == data  # no key needed, like every file URL the server hands out
+    stats = httpx.get(server.url + "/stats", headers={"Authorization": f"Key {TOKEN}"}).json()
+    assert stats["requests"]["upload"] == 1 + 13 + 1  # start, the parts, complete
+
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(data[::-1])
+    url = client.upload_file(path)
+    assert url.endswith("/weights.safetensors") and httpx.get(url).content == data[::-1]
+
+
+def test_async_multipart_upload(server, small_parts):
+    data = b"0123456789abcdef" * 1000
+
+    async def main():
+        c = fal_client.AsyncClient(key=TOKEN)
+        return await c.upload(data, "application/octet-stream", file_name="async.bin")
+
+    url = asyncio.run(main())
+    assert httpx.get(url).content == data

@@ -256,6 +256,10 @@ def test_engines_resolve_uploaded_and_remote_lora_files(live_server, tmp_path):
     with httpx.Client(base_url=server.url, timeout=20, headers=auth) as c, httpx.Client(base_url=other.url) as o:
         own = c.post("/files/upload", content=b"own-weights").json()["access_url"]
         remote = o.post("/files/upload", content=b"remote-weights").json()["access_url"]
+        start = c.post("/files/upload/multipart", headers={"X-Fal-File-Name": "big.safetensors"}).json()
+        big, upload_id = start["access_url"], start["uploadId"]
+        etags = [c.put(f"{big}/multipart/{upload_id}/{n}", content=part).headers["etag"] for n, part in ((1, b"big-"), (2, b"weights"))]
+        c.post(f"{big}/multipart/{upload_id}/complete", json={"parts": [{"partNumber": n + 1, "etag": e} for n, e in enumerate(etags)]})
         local = tmp_path / "local.safetensors"
         local.write_bytes(b"local-weights")
 
@@ -264,7 +268,7 @@ def test_engines_resolve_uploaded_and_remote_lora_files(live_server, tmp_path):
             final = sse_statuses(c, handle["status_url"], logs=1)[-1]
             return final, c.get(handle["response_url"])
 
-        for path, content in ((own, b"own-weights"), (remote, b"remote-weights"), (remote, b"remote-weights")):
+        for path, content in ((own, b"own-weights"), (remote, b"remote-weights"), (remote, b"remote-weights"), (big, b"big-weights")):
             final, result = run(path)
             assert result.status_code == 200
             assert any(e["message"] == f"lora bytes: {content.decode()}" for e in final["logs"])

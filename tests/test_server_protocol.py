@@ -370,3 +370,74 @@ def test_uploads_are_written_off_the_event_loop(live_server, monkeypatch):
         assert answers[0].json()["file_size"] == len(data)
         assert c.get(answers[0].json()["access_url"]).content == data
         assert f"/uploads/{hashlib.sha256(data).hexdigest()[:32]}/" in answers[0].json()["access_url"]
+
+
+def start_multipart(c: httpx.Client, auth: dict, name: str = "lora.safetensors") -> tuple[str, str]:
+    response = c.post("/files/upload/multipart", headers={**auth, "X-Fal-File-Name": name})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return body["access_url"], body["uploadId"]
+
+
+def test_multipart_upload_protocol(live_server):
+    server = live_server(token="s3cret", max_upload=10_000)
+    with httpx.Client(base_url=server.url, timeout=20) as c:
+        token = c.post("/storage/auth/token", headers={"Authorization": "Key s3cret"}, json={}).json()
+        auth = {"Authorization": f"{token['token_type']} {token['token']}"}  # the storage token, as fal_client sends
+        url, upload_id = start_multipart(c, auth, "../my lora.safetensors")
+        assert url.startswith(server.url + "/files/uploads/") and url.endswith("/my_lora.safetensors") and "?" not in url
+        assert c.get(url).status_code == 404  # nothing there until complete
+
+        chunks = {1: b"a" * 3000, 2: b"b" * 3000, 3: b"c" * 100}
+        etags = {}
+        for number in (3, 1, 2):  # any order
+            response = c.put(f"{url}/multipart/{upload_id}/{number}", content=chunks[number], headers=auth)
+            assert response.status_code == 200, response.text
+            etags[number] = response.headers["etag"]
+        again = c.put(f"{url}/multipart/{upload_id}/2", content=b"B" * 3000, headers=auth)  # a part sent again replaces it
+        etags[2] = again.headers["etag"]
+        assert len(set(etags.values())) == 3
+
+        # refused: bad part numbers, unknown ids, no token, a total over max_upload
+        for part in ("0", "10001", "x", "\u0662"):
+            assert c.put(f"{url}/multipart/{upload_id}/{part}", content=b"x", headers=auth).status_code == 400
+        assert c.put(f"{url}/multipart/{'0' * 32}/4", content=b"x", headers=auth).status_code == 404
+        other_url, _ = start_multipart(c, auth)
+        assert c.put(f"{other_url}/multipart/{upload_id}/4", content=b"x", headers=auth).status_code == 404
+        assert c.put(f"{url}/multipart/{upload_id}/4", content=b"x").status_code == 401
+        assert c.put(f"{url}/multipart/{upload_id}/4", content=b"x" * 3901, headers=auth).status_code == 413
+
+        complete = f"{url}/multipart/{upload_id}/complete"
+        parts = [{"partNumber": n, "etag": etags[n]} for n in (2, 3, 1)]
+        for bad in ({}, {"parts": []}, {"parts": [{"partNumber": 1, "etag": '"nope"'}]},
+                    {"parts": [{"partNumber": 4, "etag": etags[1]}]}, {"parts": parts + parts[:1]}):
+            assert c.post(complete, json=bad, headers=auth).status_code == 400, bad
+        done = c.post(complete, json={"parts": parts}, headers=auth)
+        assert done.status_code == 200 and done.json() == {"access_url": url, "file_size": 6100}
+        assert c.post(complete, json={"parts": parts}, headers=auth).json() == done.json()  # a retry: same answer
+        assert c.put(f"{url}/multipart/{upload_id}/1", content=b"x", headers=auth).status_code == 409
+
+        assert c.get(url).content == b"a" * 3000 + b"B" * 3000 + b"c" * 100  # no token needed
+        folder = url.split("/")[-2]
+        forged = url.replace(folder, folder[:16] + "0" * 16)
+        assert c.get(forged).status_code == 401
+        assert c.get("/stats", headers=auth).status_code == 401  # the storage token opens uploads only
+        assert not list((server.state.files.root / "tmp" / "multipart").iterdir())  # parts are gone
+
+
+def test_abandoned_multipart_uploads_are_dropped(live_server):
+    server = live_server()
+    uploads = server.state.multipart
+    now = [0.0]
+    uploads.clock = lambda: now[0]
+    with httpx.Client(base_url=server.url, timeout=20) as c:
+        url, upload_id = start_multipart(c, {})
+        assert c.put(f"{url}/multipart/{upload_id}/1", content=b"x" * 10).status_code == 200
+        parts = server.state.files.root / "tmp" / "multipart" / upload_id
+        assert parts.is_dir()
+        now[0] = uploads.ttl + 1
+        start_multipart(c, {})  # starting another sweeps the abandoned one
+        assert not parts.exists()
+        assert c.put(f"{url}/multipart/{upload_id}/2", content=b"x").status_code == 404
+        uploads.most_open = len(uploads)
+        assert c.post("/files/upload/multipart").status_code == 429

@@ -12,13 +12,16 @@ Endpoints (``{app}`` is ``owner/name``, ``fal-ai/flux-lora`` unless configured o
     POST /run/{app}                               run and answer the output directly
     POST /storage/auth/token?storage_type=...     upload token {token, token_type, base_url, expires_at}
     POST /files/upload                            raw bytes (X-Fal-File-Name) -> {access_url}
+    POST /files/upload/multipart                  big files in parts (see flux_nb.server.uploads)
+    PUT  /files/uploads/.../multipart/{id}/{n}    one part -> ETag
+    POST /files/uploads/.../multipart/{id}/complete
     GET  /files/{path}                            generated images and uploaded files
     GET  /health                                  engine, workers, queue length (never needs a token)
     GET  /stats                                   job and request counters
 
 With a token, every endpoint but ``/health`` needs ``Authorization: Key <token>`` (or ``Bearer``).
 File URLs the server hands out carry a signature (``?sig=``) instead, because fal's image URLs
-need no auth; the upload endpoint also takes the storage token from ``/storage/auth/token``.
+need no auth; the upload endpoints also take the storage token from ``/storage/auth/token``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from . import uploads
 from .engines.base import Engine, EngineInputError
 from .faults import FaultInjector
 from .jobs import ALREADY_COMPLETED, CANCEL_REQUESTED, NOT_FOUND, Job, JobQueue
+from .multipart import MultipartUploads
 from .stats import ServerStats
 from .storage import FileStore
 
@@ -78,6 +82,7 @@ class ServerState:
     max_upload: int = DEFAULT_MAX_UPLOAD
     max_pixels: int = DEFAULT_MAX_PIXELS
     sse_keepalive: float = 15.0
+    multipart: MultipartUploads = field(default_factory=MultipartUploads)
     closed: bool = field(default=False)
 
     @property
@@ -92,6 +97,7 @@ class ServerState:
         if self.closed:
             return
         self.closed = True
+        self.multipart.drop()  # their parts go with the files' temporary folder
         await self.jobs.aclose()
         try:
             self.engine.close()
@@ -169,6 +175,9 @@ def create_app(
         Route("/stats", _stats, methods=["GET"]),
         Route("/storage/auth/token", _storage_token, methods=["POST"]),
         Route("/files/upload", uploads.upload, methods=["POST"]),
+        Route("/files/upload/multipart", uploads.multipart_start, methods=["POST"]),
+        Route("/files/uploads/{folder}/{name}/multipart/{upload_id}/complete", uploads.multipart_complete, methods=["POST"]),
+        Route("/files/uploads/{folder}/{name}/multipart/{upload_id}/{part}", uploads.multipart_part, methods=["PUT"]),
         Route("/files/{path:path}", _file, methods=["GET"]),
         Route("/run/{owner}/{name}", _run, methods=["POST"]),
         Route("/{owner}/{name}", _submit, methods=["POST"]),
@@ -216,9 +225,12 @@ def is_authorized(state: ServerState, method: str, path: str, authorization: str
     value = value.strip().encode()
     if scheme.lower() in {"key", "bearer"} and hmac.compare_digest(value, state.token.encode()):
         return True
-    if path == "/files/upload" and scheme.lower() == "bearer" and hmac.compare_digest(value, state.storage_token.encode()):
+    if (P.is_upload_request(method, path) and scheme.lower() == "bearer"
+            and hmac.compare_digest(value, state.storage_token.encode())):
         return True
     if method in {"GET", "HEAD"} and path.startswith("/files/"):
+        if P.is_signed_upload_file(state.token, path):  # a multipart upload's URL: no ?sig= possible
+            return True
         signature = parse_qs(query).get("sig", [None])[0]
         return P.verify_signature(state.token, path, signature)
     return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
@@ -37,6 +38,9 @@ __all__ = [
     "LogEntry",
     "JobUrls",
     "job_urls",
+    "is_upload_request",
+    "upload_folder",
+    "is_signed_upload_file",
     "status_body",
     "output_body",
     "submit_body",
@@ -179,7 +183,7 @@ def endpoint_kind(method: str, path: str, app_ids: Sequence[str]) -> str:
         return "stats"
     if path.startswith("/storage/"):
         return "token"
-    if path == "/files/upload" and method == "POST":
+    if is_upload_request(method, path):
         return "upload"
     if path.startswith("/files/"):
         return "file"
@@ -211,6 +215,44 @@ def verify_signature(secret: str, path: str, signature: str | None) -> bool:
     # bytes, because compare_digest refuses non-ASCII str (a hostile ?sig= would be a 500)
     return signature is not None and hmac.compare_digest(
         sign_path(secret, path).encode(), signature.encode("utf-8", "surrogateescape")
+    )
+
+
+#: ``/files/uploads/<folder>/<name>/multipart/<upload id>/<part number | complete>``
+_MULTIPART = re.compile(r"/files/uploads/[^/]+/[^/]+/multipart/[^/]+/([^/]+)")
+
+
+def is_upload_request(method: str, path: str) -> bool:
+    """Whether a request is a step of an upload: the storage token opens exactly these.
+
+    One-shot ``POST /files/upload``; multipart: ``POST /files/upload/multipart`` (start), then
+    ``PUT <access_url>/multipart/<id>/<part>`` and ``POST <access_url>/multipart/<id>/complete``.
+    """
+    if method == "POST" and path in ("/files/upload", "/files/upload/multipart"):
+        return True
+    match = _MULTIPART.fullmatch(path)
+    if match is None:
+        return False
+    return method == "POST" if match[1] == "complete" else method == "PUT"
+
+
+def upload_folder(secret: str, nonce: str) -> str:
+    """The folder of a multipart upload: ``nonce`` and its signature, 32 hex digits.
+
+    fal_client appends paths to a multipart upload's URL, so that URL cannot end in ``?sig=``;
+    the signature lives in the folder's name instead, and :func:`is_signed_upload_file` checks it.
+    """
+    return nonce + sign_path(secret, "upload-folder/" + nonce)[:16]
+
+
+def is_signed_upload_file(secret: str, path: str) -> bool:
+    """Whether ``path`` is ``/files/uploads/<folder>/<name>`` with a folder from :func:`upload_folder`."""
+    parts = path.split("/")
+    if len(parts) != 5 or parts[:3] != ["", "files", "uploads"] or len(parts[3]) != 32 or not parts[4]:
+        return False
+    nonce, signature = parts[3][:16], parts[3][16:]
+    return hmac.compare_digest(
+        sign_path(secret, "upload-folder/" + nonce)[:16].encode(), signature.encode("utf-8", "surrogateescape")
     )
 
 

@@ -71,6 +71,42 @@ class FileStore:
         tmp_path.replace(path)
         return rel
 
+    # -- multipart uploads (blocking: call them from a worker thread) -------------------------
+
+    def _parts_dir(self, upload_id: str) -> Path:
+        return self.root / "tmp" / "multipart" / safe_file_name(upload_id)
+
+    def store_part(self, upload_id: str, part_number: int, tmp_path: Path) -> None:
+        """Keep one received part (a finished temporary file) until the upload completes."""
+        folder = self._parts_dir(upload_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_path.replace(folder / str(part_number))
+
+    def assemble_parts(self, upload_id: str, part_numbers: list[int], relpath: str) -> int:
+        """Join the parts, in the order given, into the served file ``relpath``; returns its size.
+
+        Once the file is in place the parts are removed, listed or not; after a failure they stay,
+        so that completing can be tried again.
+        """
+        folder = self._parts_dir(upload_id)
+        tmp_path, _ = self.new_upload()
+        try:
+            with open(tmp_path, "wb") as out:
+                for number in part_numbers:
+                    with open(folder / str(number), "rb") as part:
+                        shutil.copyfileobj(part, out, 1024 * 1024)
+                size = out.tell()
+            path = self.root / relpath
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp_path.replace(path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+        self.delete_parts(upload_id)
+        return size
+
+    def delete_parts(self, upload_id: str) -> None:
+        shutil.rmtree(self._parts_dir(upload_id), ignore_errors=True)
+
     # -- downloads ----------------------------------------------------------------------------
 
     def cached(self, key: str) -> Path | None:
@@ -110,3 +146,5 @@ class FileStore:
     def close(self) -> None:
         if self._owned:
             shutil.rmtree(self.root, ignore_errors=True)
+        else:  # a folder of the user's: keep the files, drop unfinished uploads
+            shutil.rmtree(self.root / "tmp", ignore_errors=True)
