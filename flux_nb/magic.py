@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import sys
 import threading
 import time
@@ -141,6 +142,7 @@ class FluxMagics(Magics, Configurable):
     output_format = CaselessStrEnum(["jpeg", "png"], "jpeg", help="default output format").tag(config=True)
     enable_safety_checker = Bool(True, help="run the safety checker by default").tag(config=True)
     concurrency = Int(16, help="requests in flight at once in sweeps").tag(config=True)
+    max_cells = Int(256, help="sweeps with more cells are refused (--max-cells N raises it for one cell)").tag(config=True)
     thumbnail_size = Int(256, help="longest side of inline thumbnails, in pixels").tag(config=True)
     data_dir = Unicode(
         "", help="folder for saved generations and the cache (sets FLUX_NB_DATA_DIR); empty: the default"
@@ -173,10 +175,10 @@ class FluxMagics(Magics, Configurable):
         name = proposal["trait"].name
         return self._check_range(name, proposal["value"], name)
 
-    @validate("concurrency")
-    def _check_concurrency(self, proposal: Any) -> int:
+    @validate("concurrency", "max_cells")
+    def _check_at_least_one(self, proposal: Any) -> int:
         if proposal["value"] < 1:
-            raise TraitError(f"FluxMagics.concurrency={proposal['value']!r}: must be at least 1")
+            raise TraitError(f"FluxMagics.{proposal['trait'].name}={proposal['value']!r}: must be at least 1")
         return proposal["value"]
 
     @validate("thumbnail_size")
@@ -314,15 +316,28 @@ class FluxMagics(Magics, Configurable):
         fixed = {name: value for name, value in fields.items() if name not in swept}
         if "prompt" in swept:
             raise MagicUsageError("a prompt axis comes from the cell: write variants as {a|b} in the prompt")
-        result = sweep(
-            prompt,
-            dry_run=opts.dry_run,
-            cache=opts.cache,
-            vary_seed=opts.vary_seed,
-            concurrency=opts.concurrency or self.concurrency,
-            **axes,
-            **fixed,
-        )
+        max_cells = opts.max_cells or self.max_cells
+        try:
+            result = sweep(
+                prompt,
+                dry_run=opts.dry_run,
+                cache=opts.cache,
+                vary_seed=opts.vary_seed,
+                concurrency=opts.concurrency or self.concurrency,
+                max_cells=max_cells,
+                **axes,
+                **fixed,
+            )
+        except FluxValidationError as exc:
+            too_big = next((e for e in exc.errors if e.field == "max_cells"), None)
+            if too_big is None:
+                raise
+            # The sweep's own wording names its keyword argument; say how to raise it here.
+            raise MagicUsageError(
+                f"this sweep has {too_big.value} cells, more than the limit of {max_cells}: add "
+                f"--max-cells {too_big.value} to run it (or %config FluxMagics.max_cells = {too_big.value}), "
+                "or --dry-run to see its cost first"
+            ) from None
         if opts.save and not opts.dry_run and hasattr(result, "save"):
             result.save(opts.save)
             print(f"saved the sweep to {opts.save}")
@@ -334,8 +349,8 @@ class FluxMagics(Magics, Configurable):
         print(help_text())
         print(
             "Defaults: %config FluxMagics.<name> = value  (image_size, num_inference_steps, guidance_scale,\n"
-            "num_images, output_format, enable_safety_checker, concurrency, thumbnail_size, data_dir,\n"
-            "endpoint, progress).  %flux config shows them."
+            "num_images, output_format, enable_safety_checker, concurrency, max_cells, thumbnail_size,\n"
+            "data_dir, endpoint, progress).  %flux config shows them."
         )
 
     def _cmd_config(self, words: list[str]) -> None:
@@ -346,14 +361,15 @@ class FluxMagics(Magics, Configurable):
             f"data folder: {_data_dir()}",
             "defaults:    "
             + ", ".join(f"{k}={v}" for k, v in self.defaults().items())
-            + f", concurrency={self.concurrency}, thumbnail_size={self.thumbnail_size}, progress={self.progress}",
+            + f", concurrency={self.concurrency}, max_cells={self.max_cells}, thumbnail_size={self.thumbnail_size}"
+            + f", progress={self.progress}",
             "change with: %config FluxMagics.<name> = value",
         ]
         print("\n".join(lines))
 
     def _cmd_history(self, words: list[str]) -> list[Any]:
         limit = 20
-        if words and words[0].isdigit():
+        if words and re.fullmatch(r"[+-]?\d+", words[0]):  # a count, even a negative one, is never a search
             limit = int(words[0])
             words = words[1:]
         if limit < 1:
@@ -374,6 +390,8 @@ class FluxMagics(Magics, Configurable):
 
         if len(words) != 1:
             raise MagicUsageError("usage: %flux load PATH (one image file; quote a path with spaces)")
+        if not Path(words[0]).expanduser().is_file():
+            raise MagicUsageError(f"no such file: {words[0]}")
         info = read_info(words[0])
         request = info["request"]
         self.shell.user_ns["_flux_request"] = request

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "MODEL_NAME",
+    "format_number",
     "infotext",
     "parse_infotext",
     "embed_metadata",
@@ -67,7 +68,11 @@ def _version() -> str:
 # -- infotext -------------------------------------------------------------------------------------
 
 
-def _num(x: float) -> str:
+def format_number(x: float) -> str:
+    """The shortest text that reads back as the same number (``3`` for 3.0, ``0.1`` for 0.1).
+
+    Shared by infotext, the reproducing ``%%flux`` cell, copy-as-code and the notebook captions.
+    """
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
@@ -92,7 +97,7 @@ def infotext(request: FluxRequest, seed: int | None, *, index: int | None = None
     width, height = request.size
     pairs: list[tuple[str, str]] = [
         ("Steps", str(request.num_inference_steps)),
-        ("CFG scale", _num(request.guidance_scale)),
+        ("CFG scale", format_number(request.guidance_scale)),
         ("Seed", str(seed if seed is not None else request.seed)),
         ("Size", f"{width}x{height}"),
     ]
@@ -100,7 +105,7 @@ def infotext(request: FluxRequest, seed: int | None, *, index: int | None = None
         pairs.append(("Size preset", request.image_size))
     pairs.append(("Model", MODEL_NAME))
     if request.loras:
-        pairs.append(("LoRAs", ", ".join(f"{lora.path}:{_num(lora.scale)}" for lora in request.loras)))
+        pairs.append(("LoRAs", ", ".join(f"{lora.path}:{format_number(lora.scale)}" for lora in request.loras)))
     if request.num_images > 1 or index:
         pairs.append(("Batch size", str(request.num_images)))
         pairs.append(("Batch pos", str(index or 0)))

@@ -221,11 +221,9 @@ def _file_href(path: Path | None) -> str | None:
     return "/".join(quote(part) for part in relative.parts)  # html-escaped where it is written
 
 
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
 def _summary_line(result: "FluxResult") -> str:
+    from .metadata import format_number as _num
+
     request = result.request
     width, height = request.size
     parts = [

@@ -22,6 +22,7 @@ from flux_nb.magic_args import (
     axis_values,
     cell_template,
     check_no_secret,
+    escape_prompt,
     interpolate,
     parse_lora,
     parse_options,
@@ -95,6 +96,15 @@ def test_interpolate_variables_and_leaves_variants():
         interpolate("{{ obj.size }}", ns)
 
 
+def test_backslash_escapes_a_literal_double_brace():
+    ns = {"animal": "fox"}
+    assert interpolate(r"a \{{ animal }} and {{ animal }}", ns) == "a {{ animal }} and fox"
+    assert interpolate(r"\{{ n + 1 }}", ns) == "{{ n + 1 }}"  # escaped: not checked as a variable
+    assert interpolate(r"a \\{{ animal }}", ns) == r"a \{{ animal }}"  # one backslash is consumed
+    for prompt in ["{{ x }}", "{{{x}}}", r"\{{", "a {{{{ b", "{a|b} {{ c.d }} 'q' \"q\""]:
+        assert interpolate(escape_prompt(prompt), {}) == prompt
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -150,6 +160,29 @@ def test_cell_template_round_trips():
     first, body = cell_template(request).split("\n", 1)
     opts = parse_options(first[len("%%flux"):])
     assert FluxRequest(body, **opts.fields) == request
+
+
+def test_cell_template_writes_every_field_a_default_could_change():
+    first = cell_template(FluxRequest("a fox")).split("\n", 1)[0]
+    assert first == "%%flux --size landscape_4_3 --steps 28 -g 3.5 -n 1 --format jpeg --safety"
+    opts = parse_options(first[len("%%flux"):])
+    assert set(opts.fields) == {"image_size", "num_inference_steps", "guidance_scale", "num_images",
+                                "output_format", "enable_safety_checker"}
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["a {{ x }} in snow", "a {red|blue} car, {{literal}}", "a fox's \"den\", at dusk", "{{{ x }}} \\{{ y }}"],
+)
+def test_emitted_cell_gives_back_the_same_request_through_the_magic(ip, prompt):
+    request = FluxRequest(prompt, size="320x240", steps=1, guidance=2.5, seed=4, n=2, output_format="png",
+                          enable_safety_checker=False, loras=[{"path": "https://h.example/it's a lora.safetensors", "scale": 0.5}])
+    run(ip, "%config FluxMagics.num_images = 3")  # defaults must not leak into the emitted cell
+    run(ip, "%config FluxMagics.enable_safety_checker = True")
+    run(ip, "%config FluxMagics.output_format = 'jpeg'")
+    result, stdout, stderr, _ = run(ip, cell_template(request))
+    assert isinstance(result.result, FluxResult), stderr
+    assert result.result.request == request
 
 
 # -- the magic in a shell -------------------------------------------------------------------------
@@ -249,8 +282,11 @@ def test_data_dir_and_endpoint_traitlets_set_the_environment(ip, tmp_path, live_
         ("%flux", ["no prompt"]),
         ("%flux config now", ["takes no arguments"]),
         ("%flux load", ["%flux load PATH"]),
-        ("%flux load /no/such/file.png", ["no such image file"]),
-        ("%flux history 0", ["at least 1"]),
+        ("%flux load /no/such/file.png", ["no such file: /no/such/file.png"]),
+        ("%flux history 0", ["N must be at least 1"]),
+        ("%flux history -1", ["N must be at least 1"]),
+        ("%flux -x guidance=2-6 [5] a fox", ["quote sweep values", '-x "guidance=2-6 [5]"']),
+        ("%%flux --max-cells 0 -x seed=1,2\na fox", ["--max-cells 0", "at least 1"]),
     ],
 )
 def test_usage_errors_print_one_line_and_usage(ip, cell, needles):
@@ -284,11 +320,16 @@ def test_load_shows_the_reproducing_cell(ip, tmp_path):
     assert result.result is None
     request = ip.user_ns["_flux_request"]
     assert request == ip.user_ns["res"].reproduce_request
-    assert "%%flux --size landscape_4_3 --steps 2 -g 4 -s 13\na windmill" in stdout
-    # the printed cell reproduces the same images
+    assert "%%flux --size landscape_4_3 --steps 2 -g 4 -n 1 -s 13 --format jpeg --safety\na windmill" in stdout
+    # the printed cell reproduces the same images, whatever the defaults are now
+    run(ip, "%config FluxMagics.output_format = 'png'")
+    run(ip, "%config FluxMagics.num_images = 2")
+    run(ip, "%config FluxMagics.enable_safety_checker = False")
+    run(ip, "%config FluxMagics.image_size = 'square'")
     first, body = stdout.split("%%flux", 1)[1].split("\n", 1)
     again, *_ = run(ip, "%%flux --no-cache" + first + "\n" + body.strip())
     assert not again.result.cached
+    assert again.result.request == ip.user_ns["res"].reproduce_request
     assert again.result.images[0].to_pil().tobytes() == ip.user_ns["res"].images[0].to_pil().tobytes()
 
 
@@ -349,9 +390,14 @@ def test_ctrl_c_cancels_the_job_on_the_server(ip, live_server):
 
 def test_help_lists_options(ip):
     _, stdout, _, _ = run(ip, "%flux help")
-    for option in ("--size", "--steps", "--guidance", "--num-images", "--seed", "--lora", "--no-safety", "--save", "-x", "--dry-run"):
+    for option in ("--size", "--steps", "--guidance", "--num-images", "--seed", "--lora", "--no-safety", "--save", "-x",
+                   "--dry-run", "--max-cells"):
         assert option in stdout
-    assert "%config FluxMagics" in stdout
+    assert "%config FluxMagics" in stdout and "max_cells" in stdout
+    # the words that make a line a subcommand, and the way out
+    assert "help | config | history [N] [SEARCH] | load PATH | login" in stdout
+    assert "%flux -- history of rome" in stdout
+    assert '-x "guidance=2-6 [5]"' in stdout  # line-magic sweep values are one word
 
 
 def test_login_asks_with_getpass_and_never_echoes(ip, monkeypatch):
@@ -371,7 +417,6 @@ def test_login_asks_with_getpass_and_never_echoes(ip, monkeypatch):
 
 
 def test_history_lists_recent_generations(ip):
-    pytest.importorskip("flux_nb.store")
     run(ip, "%%flux --steps 1 -s 1\na lonely lighthouse")
     run(ip, "%%flux --steps 1 -s 2\na busy harbour")
     _, stdout, stderr, _ = run(ip, "%flux history 5")
@@ -398,14 +443,49 @@ def test_sweep_options_call_sweep_in_axis_order(ip, monkeypatch):
     assert result.result == "plan", stderr
     prompt, kwargs = calls[0]
     assert prompt == "an owl"
-    assert list(kwargs)[4:7] == ["guidance", "steps", "size"]  # x, y, z whatever order they were written in
+    assert list(kwargs)[5:8] == ["guidance", "steps", "size"]  # x, y, z whatever order they were written in
     assert kwargs["guidance"] == "2,3.5" and kwargs["steps"] == "10-40 [4]"
     assert kwargs["size"] == ["square", "portrait_4_3"]
     assert kwargs["dry_run"] is True and kwargs["seed"] == 5 and kwargs["concurrency"] == 16
+    assert kwargs["max_cells"] == 256
     assert "num_inference_steps" not in kwargs and "guidance_scale" not in kwargs and "image_size" not in kwargs
+
+    # the line magic: an axis value is one word, the rest is the prompt; --max-cells reaches the sweep
+    calls.clear()
+    result, _, stderr, _ = run(ip, "%flux -x guidance=1,2 --max-cells 9 a fox at dusk")
+    assert result.result == "plan", stderr
+    prompt, kwargs = calls[0]
+    assert prompt == "a fox at dusk" and kwargs["guidance"] == "1,2" and kwargs["max_cells"] == 9
+    calls.clear()
+    run(ip, "%config FluxMagics.max_cells = 1000")
+    run(ip, '%flux -x "guidance=2-6 [5]" -y steps=1,2 a fox')
+    prompt, kwargs = calls[0]
+    assert prompt == "a fox" and kwargs["guidance"] == "2-6 [5]" and kwargs["max_cells"] == 1000
 
 
 def test_real_sweep_dry_run(ip):
     result, stdout, stderr, _ = run(ip, "%%flux -x guidance=2,3.5,5 -y steps=4,8 -s 1 --dry-run\na fox")
     assert result.error_in_exec is None and "Traceback" not in stdout + stderr
     assert result.result is not None
+
+
+def test_oversized_sweep_is_refused_with_the_magics_way_to_raise_the_cap(ip, live_server):
+    server = live_server()
+    run(ip, f"%config FluxMagics.endpoint = '{server.url}'")
+    result, stdout, stderr, _ = run(ip, "%%flux -x seed=1-300 --steps 1\na fox")
+    assert_one_line_error(result, stdout, stderr, "300 cells", "limit of 256", "--max-cells 300",
+                          "FluxMagics.max_cells")
+    assert "max_cells=" not in stderr.splitlines()[0]  # not the Python keyword's wording
+    result, stdout, stderr, _ = run(ip, "%%flux -x seed=1-3 --max-cells 2 --steps 1\na fox")
+    assert_one_line_error(result, stdout, stderr, "3 cells", "limit of 2", "--max-cells 3")
+    assert httpx.get(f"{server.url}/stats").json()["jobs"]["submitted"] == 0
+    result, stdout, stderr, _ = run(ip, "%%flux -x seed=1-3 --max-cells 3 --steps 1\na fox")
+    assert len(result.result.cells) == 3 and all(c.ok for c in result.result.cells), stderr
+
+
+def test_double_dash_makes_a_subcommand_word_a_prompt(ip):
+    result, stdout, stderr, _ = run(ip, "%flux -s 2 --steps 1 -- history of rome")
+    assert isinstance(result.result, FluxResult), stderr
+    assert result.result.prompt == "history of rome" and result.result.seed == 2
+    _, stdout, _, _ = run(ip, "%flux history 5")  # still the subcommand without --
+    assert "history of rome" in stdout

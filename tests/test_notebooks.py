@@ -6,10 +6,9 @@ import base64
 import shutil
 from pathlib import Path
 
+import nbclient
 import nbformat
 import pytest
-
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -84,6 +83,6 @@ def check_quickstart(notebook: nbformat.NotebookNode, workdir: Path) -> None:
     assert any(p.suffix == ".jpg" for p in saved) and any(p.name.endswith(".request.json") for p in saved)
     load_cell = next(c for c in notebook.cells if c.source.startswith("%flux load"))
     text = "".join(o.get("text", "") for o in load_cell.outputs)
-    assert "%%flux --size landscape_4_3 --steps 4 -g 4.5 -s 7\na heron standing in a misty lake at dawn" in text
+    assert "%%flux --size landscape_4_3 --steps 4 -g 4.5 -n 1 -s 7 --format jpeg --safety\na heron standing in a misty lake at dawn" in text
     check = next(c for c in notebook.cells if c.source.startswith("again = "))
     assert check.outputs[0]["data"]["text/plain"] == "True"

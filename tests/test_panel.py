@@ -15,7 +15,9 @@ import pytest
 from flux_nb.client import FluxClient
 from flux_nb.errors import FluxConnectionError, FluxValidationError
 from flux_nb.panel import HistoryEntry, Panel
-from flux_nb.panel.code import describe_error, estimate_cost, field_label, magic_code, python_code
+from flux_nb import magic_args
+from flux_nb.magic_args import cell_template
+from flux_nb.panel.code import describe_error, estimate_cost, field_label, python_code
 from flux_nb.params import FluxRequest, ImageSize, LoraWeight
 from flux_nb.protocol import RetryPolicy
 
@@ -215,8 +217,7 @@ def test_copy_as_code_python_round_trip(panel):
 
 
 def test_copy_as_code_magic_round_trip(panel):
-    magic_args = pytest.importorskip("flux_nb.magic_args")
-    panel.prompt.value = "a fox's den, at dusk"
+    panel.prompt.value = "a fox's den, at dusk, {{ not a variable }}"
     panel.size.value = "portrait_4_3"
     panel.randomize.value = False
     panel.seed.value = 5
@@ -227,7 +228,8 @@ def test_copy_as_code_magic_round_trip(panel):
     line = first[len("%%flux"):].strip()
     options = magic_args.parse_options(line)
     assert not options.is_sweep
-    assert FluxRequest(body, **options.fields) == panel.request()
+    assert FluxRequest(magic_args.interpolate(body, {}), **options.fields) == panel.request()
+    assert magic == cell_template(panel.request())  # the same text %flux load prints
 
 
 def test_connection_error_in_plain_words(tmp_path):
@@ -347,7 +349,7 @@ def test_describe_error_names_fields():
 
 def test_code_snippets_for_defaults():
     request = FluxRequest("hello")
-    assert magic_code(request) == "%%flux --size landscape_4_3 --steps 28 -g 3.5 -n 1 --format jpeg\nhello"
+    assert cell_template(request) == "%%flux --size landscape_4_3 --steps 28 -g 3.5 -n 1 --format jpeg --safety\nhello"
     assert _python_call_request(python_code(request)) == request
 
 

@@ -1,4 +1,5 @@
-"""Pure helpers of the panel: plain-words messages and the code that reproduces a request.
+"""Pure helpers of the panel: plain-words messages and the Python call that reproduces a request
+(the ``%%flux`` cell comes from :func:`flux_nb.magic_args.cell_template`, shared with ``%flux load``).
 
 Nothing here touches widgets, so it is tested directly and reused by other front ends.
 """
@@ -27,7 +28,6 @@ __all__ = [
     "field_label",
     "describe_error",
     "describe_status",
-    "magic_code",
     "python_code",
     "estimate_cost",
 ]
@@ -122,38 +122,10 @@ def describe_status(status: Any) -> str:
 # -- copy as code ---------------------------------------------------------------------------
 
 
-def _num(x: float) -> str:
-    return repr(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-def _quote_arg(text: str) -> str:
-    """Quote one option value for the magic's argparse-with-shlex parsing, only when needed."""
-    import shlex
-
-    return shlex.quote(text)
-
-
-def magic_code(request: FluxRequest) -> str:
-    """The ``%%flux`` cell that reproduces ``request`` (every setting explicit, so magic defaults
-    changed with ``%config`` do not change the outcome)."""
-    opts = [
-        f"--size {request.size_label}",
-        f"--steps {request.num_inference_steps}",
-        f"-g {_num(request.guidance_scale)}",
-        f"-n {request.num_images}",
-    ]
-    if request.seed is not None:
-        opts.append(f"-s {request.seed}")
-    for lora in request.loras:
-        opts.append(f"--lora {_quote_arg(f'{lora.path}:{_num(lora.scale)}')}")
-    opts.append(f"--format {request.output_format}")
-    if not request.enable_safety_checker:
-        opts.append("--no-safety")
-    return "%%flux " + " ".join(opts) + "\n" + request.prompt
-
-
 def python_code(request: FluxRequest) -> str:
     """The ``flux_nb.generate(...)`` call that reproduces ``request``."""
+    from ..metadata import format_number as _num
+
     args = [repr(request.prompt)]
     size = request.image_size if isinstance(request.image_size, str) else request.image_size.to_dict()
     args.append(f"image_size={size!r}")

@@ -18,7 +18,8 @@ import traitlets
 
 from ..errors import FluxValidationError
 from ..params import IMAGE_SIZE_PRESETS, LIMITS, FluxRequest, ImageSize
-from .code import describe_error, describe_status, magic_code, python_code
+from ..magic_args import cell_template
+from .code import describe_error, describe_status, python_code
 from .gallery import HistoryEntry, HistoryStrip, OutputGrid
 from .lora_editor import LoraEditor
 from .worker import Job, JobRunner
@@ -276,7 +277,7 @@ class Panel(widgets.VBox):
     def code(self) -> tuple[str, str]:
         """The ``%%flux`` cell and the Python call reproducing the current settings."""
         request = self.request()
-        return magic_code(request), python_code(request)
+        return cell_template(request), python_code(request)
 
     # -- background hooks (run on flux-nb's loop thread) --------------------------------------
 
