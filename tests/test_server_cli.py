@@ -6,18 +6,36 @@ import httpx
 import pytest
 
 from flux_nb.cli import build_parser, main
-from flux_nb.server.cli import is_loopback, serve_main
+from flux_nb.backend import resolve_backend
+from flux_nb.errors import FluxConfigError
+from flux_nb.server.cli import serve_main
 from servers import APP, start_cli_server, wait_status
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
-def test_loopback_hosts(host):
-    assert is_loopback(host)
+HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2", "gpu.localhost", "LOCALHOST",
+         "0.0.0.0", "::", "192.168.1.10", "example.com", "localhost.example.com", "gpu-box.local"]
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
-def test_non_loopback_hosts(host):
-    assert not is_loopback(host)
+@pytest.mark.parametrize("host", HOSTS)
+def test_serve_needs_a_token_exactly_where_the_client_would_need_one(host, monkeypatch, capsys):
+    """serve listens without a token only on hosts the client reaches over plain http without one."""
+    import flux_nb.server as server_pkg
+
+    def no_bind(host, port):
+        raise OSError("not binding in this test")
+
+    monkeypatch.setattr(server_pkg, "bind_socket", no_bind)  # past the token check, stop
+    code = serve_main(["--host", host, "--port", "0"])
+    refused = code == 2
+    assert code in (1, 2)
+    bare = host.strip("[]")
+    url = f"http://[{bare}]:8765" if ":" in bare else f"http://{bare}:8765"
+    try:
+        resolve_backend(url, env={})
+        client_refuses = False
+    except FluxConfigError:
+        client_refuses = True
+    assert refused == client_refuses, (host, capsys.readouterr().err)
 
 
 def test_refuses_public_host_without_token(capsys):

@@ -10,24 +10,17 @@ It refuses to listen on a non-loopback address without a token (``--token`` or `
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from typing import Sequence
 
-__all__ = ["add_serve_arguments", "serve_main", "is_loopback", "DEFAULT_PORT"]
+# the client's rule, so that a server started without a token is one the client talks to over
+# plain http without a token (``*.localhost`` included)
+from ..backend import is_loopback_host
+
+__all__ = ["add_serve_arguments", "serve_main", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 8765
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _fraction(text: str) -> float:
@@ -104,7 +97,7 @@ def serve_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         parser = add_serve_arguments(argparse.ArgumentParser(prog="flux-nb serve", description=__doc__.split("\n\n")[0]))
         args = parser.parse_args(args)
     token = args.token if args.token is not None else os.environ.get("FLUX_NB_TOKEN") or None
-    if not is_loopback(args.host) and not token:
+    if not is_loopback_host(args.host) and not token:
         print(f"flux-nb serve: refusing to listen on {args.host} without a token: anyone on the network could use it; "
               "pass --token (or set FLUX_NB_TOKEN), or listen on 127.0.0.1", file=sys.stderr)
         return 2
