@@ -15,7 +15,39 @@ from typing import Any
 from .errors import FluxCancelledError, FluxError, FluxJobFailedError, FluxNotFoundError
 from .result import FluxResult
 
-__all__ = ["recover", "arecover"]
+__all__ = ["recover", "arecover", "fetch_journaled"]
+
+
+async def fetch_journaled(job: Any, aio: Any, store: Any, *, warn: bool = False) -> FluxResult | None:
+    """Finish one journaled job (a :class:`~flux_nb.store.PendingJob`); None if there is nothing to get.
+
+    Saved already but never cleared from the journal: read back from disk. Otherwise fetched
+    through ``aio`` (an :class:`~flux_nb.client.AsyncFluxClient`; paid for once already) and saved.
+    Expired, failed or cancelled jobs are dropped from the journal; a job whose server cannot be
+    reached now stays for a later try. ``warn=True`` says so with a RuntimeWarning. Every store
+    call runs in a worker thread, so the event loop never waits on SQLite or the disk.
+    """
+    saved = await asyncio.to_thread(store.find_request_id, job.request_id)
+    if saved is not None and saved.files_exist:  # saved, but the entry was never cleared
+        await asyncio.to_thread(store.journal_done, job.request_id)
+        return await asyncio.to_thread(saved.load)
+    try:
+        result = await aio.fetch(job.handle_info, job.request)
+    except (FluxNotFoundError, FluxJobFailedError, FluxCancelledError) as exc:
+        # expired (fal keeps results for minutes to an hour), failed or cancelled: nothing to get
+        await asyncio.to_thread(store.journal_done, job.request_id)
+        if warn:
+            warnings.warn(f"could not recover request {job.request_id}: {exc}", RuntimeWarning, stacklevel=2)
+        return None
+    except FluxError as exc:
+        # the server is unreachable now (or the job is another server's): keep the entry
+        if warn:
+            warnings.warn(f"could not recover request {job.request_id} now: {exc}", RuntimeWarning, stacklevel=2)
+        return None
+    if not all(im.path is not None for im in result.images):
+        await asyncio.to_thread(store.save, result)
+    await asyncio.to_thread(store.journal_done, job.request_id)
+    return result
 
 
 async def arecover(client: Any = None, *, include_own: bool = False, concurrency: int = 8) -> list[FluxResult]:
@@ -30,30 +62,12 @@ async def arecover(client: Any = None, *, include_own: bool = False, concurrency
         from .store import get_store
 
         store = get_store()
-    jobs = store.pending(include_own=include_own)
+    jobs = await asyncio.to_thread(store.pending, include_own=include_own)
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(job) -> FluxResult | None:
         async with semaphore:
-            saved = await asyncio.to_thread(store.find_request_id, job.request_id)
-            if saved is not None and saved.files_exist:  # saved, but the entry was never cleared
-                store.journal_done(job.request_id)
-                return saved.load()
-            try:
-                result = await aio.fetch(job.handle_info, job.request)
-            except (FluxNotFoundError, FluxJobFailedError, FluxCancelledError) as exc:
-                # expired (fal keeps results for minutes to an hour), failed or cancelled: nothing to get
-                store.journal_done(job.request_id)
-                warnings.warn(f"could not recover request {job.request_id}: {exc}", RuntimeWarning, stacklevel=2)
-                return None
-            except FluxError as exc:
-                # the server is unreachable now: keep the entry for a later try
-                warnings.warn(f"could not recover request {job.request_id} now: {exc}", RuntimeWarning, stacklevel=2)
-                return None
-            if not all(im.path is not None for im in result.images):
-                await asyncio.to_thread(store.save, result)
-            store.journal_done(job.request_id)
-            return result
+            return await fetch_journaled(job, aio, store, warn=True)
 
     found = await asyncio.gather(*(one(job) for job in jobs))
     return [r for r in found if r is not None]

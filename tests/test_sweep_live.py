@@ -287,3 +287,50 @@ def test_inline_display_stays_small_for_large_sweeps(live_server, client_for):
     bundle = result._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html"}
     assert len(bundle["text/html"]) < 400_000 and "showing 60 of 100 cells" in bundle["text/html"]
+
+
+def test_journaled_jobs_are_settled_off_the_event_loop(live_server, data_dir, monkeypatch):
+    """A dead process's expired job is dropped from the journal by a worker thread, never on the loop."""
+    import asyncio
+
+    import flux_nb.store as store_module
+    from flux_nb.store import Store
+
+    calls: list[tuple[str, bool]] = []
+
+    def on_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+            return True
+        except RuntimeError:
+            return False
+
+    class RecordingStore(Store):
+        def journal_done(self, request_id):
+            calls.append(("journal_done", on_loop()))
+            return super().journal_done(request_id)
+
+        def find_request_id(self, request_id):
+            calls.append(("find_request_id", on_loop()))
+            return super().find_request_id(request_id)
+
+    server = live_server(workers=2)
+    store = RecordingStore(data_dir)
+    request = FluxRequest("an expired fox", seed=4, image_size="square")
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "_PROCESS_TOKEN", "a-dead-kernel")
+        store.journal_submit(request, {
+            "request_id": "gone-1", "endpoint": server.url, "backend": "endpoint",
+            "status_url": f"{server.url}/fal-ai/flux-lora/requests/gone-1/status",
+            "response_url": f"{server.url}/fal-ai/flux-lora/requests/gone-1",
+            "cancel_url": f"{server.url}/fal-ai/flux-lora/requests/gone-1/cancel",
+        })
+    client = FluxClient(endpoint=server.url, store=store)
+    try:
+        result = sweep("an expired fox", seed=4, image_size="square", steps=[28], client=client, progress=False)
+    finally:
+        client.close()
+    assert [c.status for c in result.cells] == ["done"]
+    assert [j.request_id for j in store.pending()] == []  # the expired job was dropped
+    assert ("journal_done", False) in calls and ("find_request_id", False) in calls
+    assert not [name for name, looped in calls if looped]

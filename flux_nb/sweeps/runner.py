@@ -14,7 +14,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ..errors import FluxCancelledError, FluxError, FluxJobFailedError, FluxNotFoundError
 from .result import SweepCell, SweepResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,20 +57,13 @@ async def obtain(request: "FluxRequest", aio: Any, store: "Store", cache: bool) 
         hit = await asyncio.to_thread(store.lookup, request, origin=client_origin(aio))
         if hit is not None:
             return hit
-        fetch = getattr(aio, "fetch", None)
-        if fetch is not None:
+        if getattr(aio, "fetch", None) is not None:
+            from ..recover import fetch_journaled
+
             for job in await asyncio.to_thread(store.pending, request, include_own=False):
-                try:
-                    result = await fetch(job.handle_info, job.request)
-                except (FluxNotFoundError, FluxJobFailedError, FluxCancelledError):
-                    store.journal_done(job.request_id)  # expired or never finished: submit anew
-                    continue
-                except FluxError:
-                    continue  # unreachable right now: keep the entry for flux_nb.recover()
-                if not all(im.path is not None for im in result.images):
-                    await asyncio.to_thread(store.save, result)
-                store.journal_done(job.request_id)
-                return result
+                result = await fetch_journaled(job, aio, store)
+                if result is not None:
+                    return result
     return await aio.generate(request=request, cache=cache)
 
 
