@@ -334,3 +334,15 @@ def test_journaled_jobs_are_settled_off_the_event_loop(live_server, data_dir, mo
     assert [j.request_id for j in store.pending()] == []  # the expired job was dropped
     assert ("journal_done", False) in calls and ("find_request_id", False) in calls
     assert not [name for name, looped in calls if looped]
+
+
+def test_identical_cells_are_sent_once_and_share_the_result(live_server, client_for):
+    server = live_server(workers=2)
+    result = sweep("a twin fox", guidance=[2, 2, 3], steps=[4, 4], seed=6, image_size="square",
+                   client=client_for(server), progress=False)
+    assert len(result) == 6 and all(c.status == "done" for c in result.cells)
+    assert stats(server)["jobs"]["submitted"] == 2  # 6 cells, 2 distinct requests
+    ids = [c.result.request_id for c in result.cells]
+    assert len(set(ids)) == 2 and ids[0] == ids[1] == ids[2] == ids[3]
+    assert result.cells[0].thumbnail == result.cells[3].thumbnail
+    assert "6 cell(s): 2 request(s)" in str(result.summary()) and "6 finished" in str(result.summary())

@@ -243,3 +243,16 @@ def test_many_out_of_range_values_make_one_summary_error_per_field():
         build_plan("x", {"guidance": "33-38", "seed": 1})
     assert [e.value for e in info.value.errors] == [36.0, 37.0, 38.0]
     assert all("in the cell guidance_scale=3" in e.message for e in info.value.errors)
+
+
+def test_identical_cells_are_one_request_in_the_dry_run(data_dir):
+    result = sweep("x", guidance="1-1 [3]", seed=1, dry_run=True)
+    summary = result.summary()
+    assert (summary.cells, summary.requests, summary.images) == (3, 1, 1)
+    assert summary.cost == pytest.approx(pricing.PRICE_PER_MEGAPIXEL)
+    assert "3 cell(s): 1 request(s) (identical cells are sent once)" in str(summary)
+    assert "1 request(s)" in result._repr_mimebundle_()["text/html"]
+    mixed = sweep("x", guidance=[1, 1, 2], steps=[4, 4], n=2, seed=1, dry_run=True).summary()
+    assert (mixed.cells, mixed.requests, mixed.images, mixed.megapixels) == (6, 2, 4, 4)
+    # vary_seed gives every cell its own seed: nothing is shared
+    assert sweep("x", guidance=[1, 1], seed=1, vary_seed=True, dry_run=True).summary().requests == 2

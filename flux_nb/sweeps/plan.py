@@ -142,7 +142,12 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class SweepSummary:
-    """Counts and the estimated cost of a sweep (at fal's price; the local server is free)."""
+    """Counts and the estimated cost of a sweep (at fal's price; the local server is free).
+
+    Identical cells (duplicate axis values: ``guidance=[1, 1]``) are one request, sent once, so
+    ``requests``, ``images``, ``megapixels``, ``cost``, ``to_send`` and ``cost_to_send`` count
+    distinct requests; ``cells``, ``cached`` and the statuses count cells.
+    """
 
     cells: int
     images: int
@@ -156,26 +161,25 @@ class SweepSummary:
     failed: int = 0
     cancelled: int = 0
     pending: int = 0
+    requests: int = -1  # distinct requests; -1: one per cell
 
-    @property
-    def requests(self) -> int:
-        """One request per cell."""
-        return self.cells
+    def __post_init__(self) -> None:
+        if self.requests < 0:
+            object.__setattr__(self, "requests", self.cells)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["requests"] = self.requests
-        return out
+        return dict(self.__dict__)
 
     def __str__(self) -> str:
+        shared = " (identical cells are sent once)" if self.requests < self.cells else ""
         text = (
-            f"{self.cells} cell(s): {self.requests} request(s), {self.images} image(s), {self.megapixels} MP, "
+            f"{self.cells} cell(s): {self.requests} request(s){shared}, {self.images} image(s), {self.megapixels} MP, "
             f"est. ${self.cost:.2f} at ${self.price_per_megapixel:g}/MP"
         )
         if self.pending:
             text += f"; {self.pending} pending"
             if self.cached:
-                text += f" ({self.cached} in the cache, {self.to_send} to send: est. ${self.cost_to_send:.2f})"
+                text += f" ({self.cached} in the cache, {self.to_send} request(s) to send: est. ${self.cost_to_send:.2f})"
         states = [f"{n} {name}" for name, n in (("finished", self.done), ("failed", self.failed),
                                                   ("cancelled", self.cancelled)) if n]
         if self.done and self.cached:
@@ -655,16 +659,28 @@ def summarise(
     statuses: Sequence[str] | None = None,
     cached_flags: Sequence[bool] | None = None,
     price_per_megapixel: float | None = None,
+    *,
+    keys: Sequence[str] | None = None,
 ) -> SweepSummary:
-    """The counts and cost of a list of cell requests (``cached_flags``: already in the store)."""
+    """The counts and cost of a list of cell requests (``cached_flags``: already in the store).
+
+    ``keys`` identify each cell's generation (:attr:`SweepCell.key`): cells with equal keys are
+    one request, counted once in the requests, images, megapixels and cost. Without keys every
+    cell is its own request.
+    """
     price = pricing.PRICE_PER_MEGAPIXEL if price_per_megapixel is None else price_per_megapixel
-    mps = [pricing.request_megapixels(r) for r in requests]
     statuses = list(statuses or ["pending"] * len(requests))
     flags = list(cached_flags or [s == "cached" for s in statuses])
-    to_send = [mp for mp, cached in zip(mps, flags) if not cached]
+    firsts: dict[Any, int] = {}
+    for k, key in enumerate(keys if keys is not None else range(len(requests))):
+        firsts.setdefault(key, k)
+    distinct = [requests[k] for k in firsts.values()]
+    mps = [pricing.request_megapixels(r) for r in distinct]
+    to_send = [mp for mp, k in zip(mps, firsts.values()) if not flags[k]]
     return SweepSummary(
         cells=len(requests),
-        images=sum(r.num_images for r in requests),
+        requests=len(distinct),
+        images=sum(r.num_images for r in distinct),
         megapixels=sum(mps),
         cost=sum(mps) * price,
         price_per_megapixel=price,

@@ -47,6 +47,16 @@ class SweepCell:
     thumbnail: bytes | None = field(default=None, repr=False)
     _result: FluxResult | None = field(default=None, repr=False)
     _on_disk: bool = field(default=False, repr=False)
+    _key: str | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        """What identifies the generation: cells with the same key are one request, sent once."""
+        if self._key is None:
+            # an unseeded request is random by design: never the same as another cell
+            seeded = self.request.seed is not None
+            self._key = self.request.cache_key() if seeded else f"unseeded-{self.index}"
+        return self._key
 
     @property
     def ok(self) -> bool:
@@ -81,6 +91,14 @@ class SweepCell:
         else:
             self._result = result
             self._on_disk = False
+
+    def share(self, other: "SweepCell") -> None:
+        """Take the finished generation of an identical cell (same :attr:`key`; sent once for both)."""
+        self.thumbnail = other.thumbnail
+        self.status = other.status
+        self.error = other.error
+        self._result = other._result
+        self._on_disk = other._on_disk
 
     def fail(self, error: BaseException) -> None:
         self.status = "cancelled" if isinstance(error, FluxCancelledError) else "failed"
@@ -210,6 +228,7 @@ class SweepResult:
             [c.request for c in self.cells],
             [c.status for c in self.cells],
             self._cached_flags if self.dry_run else None,
+            keys=[c.key for c in self.cells],
         )
 
     def __repr__(self) -> str:

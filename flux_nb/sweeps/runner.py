@@ -76,29 +76,38 @@ async def run_cells(
     concurrency: int = DEFAULT_CONCURRENCY,
     on_done: Callable[[SweepCell], None] | None = None,
 ) -> None:
-    """Run ``cells`` with at most ``concurrency`` in flight; each cell ends done, cached, failed or
-    cancelled. ``on_done`` is called (on the loop) as each finishes."""
+    """Run ``cells`` with at most ``concurrency`` requests in flight; each cell ends done, cached,
+    failed or cancelled. Identical cells (same :attr:`SweepCell.key`) are one request: it runs once
+    and they share its result. ``on_done`` is called (on the loop) as each cell finishes."""
     if concurrency < 1:
         raise ValueError(f"concurrency={concurrency!r}: must be at least 1")
     semaphore = asyncio.Semaphore(concurrency)
+    groups: dict[str, list[SweepCell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.key, []).append(cell)
 
-    async def one(cell: SweepCell) -> None:
+    async def one(group: list[SweepCell]) -> None:
+        first = group[0]
         try:
             async with semaphore:
-                result = await obtain(cell.request, aio, store, cache)
-                await asyncio.to_thread(cell.finish, result)
+                result = await obtain(first.request, aio, store, cache)
+                await asyncio.to_thread(first.finish, result)
         except asyncio.CancelledError:
-            cell.cancel()
+            for cell in group:
+                cell.cancel()
             raise
         except Exception as exc:  # fail-soft: the cell keeps its error, the sweep goes on
-            cell.fail(exc)
+            first.fail(exc)
+        for cell in group[1:]:
+            cell.share(first)
         if on_done is not None:
-            try:
-                on_done(cell)
-            except Exception:  # a display problem must not fail the cell
-                pass
+            for cell in group:
+                try:
+                    on_done(cell)
+                except Exception:  # a display problem must not fail the cell
+                    pass
 
-    tasks = [asyncio.ensure_future(one(c)) for c in cells]
+    tasks = [asyncio.ensure_future(one(g)) for g in groups.values()]
     try:
         await asyncio.gather(*tasks)
     except asyncio.CancelledError:
