@@ -98,6 +98,8 @@ def test_rerun_is_served_from_the_cache_with_zero_submits(live_server, client_fo
     assert again.cells[1].result.images[0].data == first.cells[1].result.images[0].data
     fresh = sweep("a fox", steps=[2, 4, 6], cache=False, client=client, progress=False)
     assert stats(server)["requests"]["submit"] == 6 and [c.status for c in fresh.cells] == ["done"] * 3
+    assert fresh.seed == first.seed  # regenerated with the remembered seed
+    assert sweep("a fox", steps=[2, 4, 6], client=client, progress=False).seed == first.seed
 
 
 def test_a_failed_cell_does_not_stop_the_sweep_and_retry_runs_only_those(live_server, client_for):

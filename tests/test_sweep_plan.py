@@ -256,3 +256,20 @@ def test_identical_cells_are_one_request_in_the_dry_run(data_dir):
     assert (mixed.cells, mixed.requests, mixed.images, mixed.megapixels) == (6, 2, 4, 4)
     # vary_seed gives every cell its own seed: nothing is shared
     assert sweep("x", guidance=[1, 1], seed=1, vary_seed=True, dry_run=True).summary().requests == 2
+
+
+def test_cache_false_keeps_the_remembered_seed_and_new_seed_changes_it(data_dir):
+    first = sweep("a seedless fox", steps=[1, 2], dry_run=True)
+    assert first.seed_source == "drawn"
+    again = sweep("a seedless fox", steps=[1, 2], cache=False, dry_run=True)
+    assert again.seed == first.seed and again.seed_source == "remembered"
+    assert sweep("a seedless fox", steps=[1, 2], dry_run=True).seed == first.seed  # still remembered
+    renewed = sweep("a seedless fox", steps=[1, 2], new_seed=True, dry_run=True)
+    assert renewed.seed != first.seed
+    given = sweep("a seedless fox", steps=[1, 2], seed=5, dry_run=True)  # explicit: used, not remembered
+    assert given.seed == 5 and given.seed_source == "given"
+    assert sweep("a seedless fox", steps=[1, 2], dry_run=True).seed == renewed.seed
+    assert prompt_sweep("a {x} fox", x=["seedless"], steps=[1, 2], new_seed=True, dry_run=True).seed != renewed.seed
+    with pytest.raises(FluxValidationError) as info:
+        sweep("a seedless fox", steps=[1, 2], seed=5, new_seed=True, dry_run=True)
+    assert info.value.errors[0].field == "new_seed"

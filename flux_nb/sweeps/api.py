@@ -21,6 +21,7 @@ def plan_sweep(
     dry_run: bool = False,
     cache: bool = True,
     vary_seed: bool = False,
+    new_seed: bool = False,
     concurrency: int | None = None,
     max_cells: int | None = 256,
     client: Any = None,
@@ -45,7 +46,7 @@ def plan_sweep(
         vary_seed=vary_seed,
         max_cells=limit,
         store=store,
-        new_seed=not cache,
+        new_seed=new_seed,
     )
     cells = [
         SweepCell(index=k, request=req, values=values, coords=coords)
@@ -68,6 +69,7 @@ def sweep(
     dry_run: bool = False,
     cache: bool = True,
     vary_seed: bool = False,
+    new_seed: bool = False,
     concurrency: int | None = None,
     max_cells: int | None = 256,
     client: Any = None,
@@ -83,9 +85,11 @@ def sweep(
     prompt may be a list or use variants (``"a {red|blue} car"``); both make a prompt axis.
     ``lora=[None, "a.safetensors"]`` sweeps a LoRA on/off; ``lora_scale=[0.5, 1]`` its scale.
 
-    One seed is shared by every cell unless ``seed`` is an axis or ``vary_seed=True``; without a
-    seed, one is drawn and remembered for this sweep, so re-running it reuses the finished cells.
-    ``cache=False`` generates every cell anew (with a fresh seed if none was given).
+    One seed is shared by every cell unless ``seed`` is an axis or ``vary_seed=True``. Without a
+    seed, one is drawn once and remembered for this sweep, so re-running it reuses the finished
+    cells. ``cache=False`` generates every cell anew with the same seed; ``new_seed=True`` draws
+    a new seed and remembers it instead; ``seed=`` uses that seed and leaves the remembered one
+    alone.
 
     ``dry_run=True`` sends nothing and reports requests, images, megapixels and estimated cost.
     Sweeps over ``max_cells`` cells are refused. ``concurrency`` bounds requests in flight
@@ -98,7 +102,8 @@ def sweep(
         r.grid()
     """
     result = plan_sweep(
-        prompt, dry_run=dry_run, cache=cache, vary_seed=vary_seed, concurrency=concurrency, max_cells=max_cells,
+        prompt, dry_run=dry_run, cache=cache, vary_seed=vary_seed, new_seed=new_seed, concurrency=concurrency,
+        max_cells=max_cells,
         client=client, progress=progress, live=live, **axes_and_fields,
     )
     if not dry_run:
@@ -112,6 +117,7 @@ async def asweep(
     dry_run: bool = False,
     cache: bool = True,
     vary_seed: bool = False,
+    new_seed: bool = False,
     concurrency: int | None = None,
     max_cells: int | None = 256,
     client: Any = None,
@@ -121,7 +127,8 @@ async def asweep(
 ) -> SweepResult:
     """:func:`sweep` for ``await`` (the running loop does the work); cancelling the task cancels the jobs."""
     result = plan_sweep(
-        prompt, dry_run=dry_run, cache=cache, vary_seed=vary_seed, concurrency=concurrency, max_cells=max_cells,
+        prompt, dry_run=dry_run, cache=cache, vary_seed=vary_seed, new_seed=new_seed, concurrency=concurrency,
+        max_cells=max_cells,
         client=client, progress=progress, live=live, **axes_and_fields,
     )
     if not dry_run:
@@ -155,7 +162,7 @@ def prompt_sweep(template: str, **variables_and_options: Any) -> SweepResult:
     return result
 
 
-_OPTIONS = ("dry_run", "cache", "vary_seed", "concurrency", "max_cells", "client", "progress", "live")
+_OPTIONS = ("dry_run", "cache", "vary_seed", "new_seed", "concurrency", "max_cells", "client", "progress", "live")
 
 
 def guidance_sweep(prompt: Any, scales: Any, **fields: Any) -> SweepResult:

@@ -16,7 +16,9 @@ Rules (see ``docs/sweeps.md``):
 - seeds: one seed for every cell unless ``seed`` is an axis (or ``vary_seed=True``, which gives
   cell k the seed ``base + images before k``, so no two images share a seed). A sweep without a
   seed draws one and remembers it in the store under the sweep's signature, so re-running the same
-  sweep reuses its finished cells; ``cache=False`` draws a fresh one.
+  sweep reuses its finished cells. ``cache=False`` keeps the remembered seed (it only skips the
+  cache); ``new_seed=True`` draws a new one and remembers it; an explicit ``seed=`` is used as
+  given and leaves the remembered seed alone.
 """
 
 from __future__ import annotations
@@ -460,6 +462,11 @@ def build_plan(
                 seed_is_axis = True
             axes.append(Axis(name, tuple(values), "field"))
 
+    if new_seed and (seed_given is not None or seed_is_axis):
+        errors.append(
+            FieldError("new_seed", True, "draws a new seed for a sweep without one; give seed= or new_seed=True, not both",
+                       "value_error")
+        )
     names = [a.name for a in axes]
     for name in set(names):
         if names.count(name) > 1:
