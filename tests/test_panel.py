@@ -10,6 +10,7 @@ import ast
 import socket
 
 import httpx
+import ipywidgets as widgets
 import pytest
 
 from flux_nb.client import FluxClient
@@ -69,13 +70,29 @@ def test_generate_fills_grid_and_history(panel):
     assert not panel.busy and panel.error is None
 
 
-def test_random_seed_is_reported(panel):
+def test_random_seed_is_reported_and_put_in_the_seed_box(panel):
     panel.prompt.value = "a lighthouse"
     assert panel.randomize.value and panel.request().seed is None
+    assert panel.seed.disabled  # in sync from the start, not only after the box is toggled
     panel.generate()
     result = panel.wait(WAIT)
     assert isinstance(result.seed, int)
     assert f"seed {result.seed}" in panel.status
+    assert panel.seed.value == result.seed and panel.randomize.value  # still random for the next run
+    panel.randomize.value = False
+    assert not panel.seed.disabled
+    assert panel.request() == result.reproduce_request  # un-ticking reproduces the image
+
+
+def test_grid_captions_name_the_requests_seed_and_image_number(panel):
+    panel.prompt.value = "two foxes"
+    panel.num_images.value = 2
+    panel.randomize.value = False
+    panel.seed.value = 7
+    panel.generate()
+    panel.wait(WAIT)
+    captions = [w.value for cell in panel.grid.children for w in cell.children if isinstance(w, widgets.HTML)]
+    assert [c.split(" · ")[0] for c in captions] == ["<small>seed 7 #1/2", "<small>seed 7 #2/2"]
 
 
 def test_several_generations_queue_in_order(panel):
@@ -177,6 +194,9 @@ def test_defaults_are_validated():
     assert p.request() == FluxRequest("a cat", image_size="square_hd", steps=10, guidance=2.0, n=3, seed=11, format="png")
     assert not p.randomize.value
     assert Panel().prompt.value == ""
+    assert Panel(prompt="").prompt.value == ""
+    assert Panel(prompt=None).prompt.value == ""
+    assert Panel().seed.disabled and not p.seed.disabled
     with pytest.raises(FluxValidationError) as info:
         Panel(stpes=3)
     assert "num_inference_steps" in str(info.value)
@@ -316,6 +336,94 @@ def test_sweep_tab_estimate_and_run(panel):
     assert panel.status.startswith("Sweep done: 6 cell(s)")
     assert len(panel.grid.images) == 1
     assert len(tab.sweep_result.cells) == 6
+
+
+def _sweep_panel(client) -> Panel:
+    p = Panel(client=client, prompt="a tree", size="square", steps=4, seed=3)
+    p.sweep_tab.x_axis.value = "guidance_scale"
+    p.sweep_tab.x_values.value = "1-6 [6]"
+    return p
+
+
+def test_sweep_tab_uses_the_panels_client_quietly(live_server, capfd):
+    server = live_server()
+    client = FluxClient(endpoint=server.url)  # not the default (embedded) client
+    try:
+        p = _sweep_panel(client)
+        p.sweep_tab.x_values.value = "2,3"
+        assert p.sweep_tab.run()
+        p.wait(WAIT)
+        assert p.status.startswith("Sweep done: 2 cell(s)"), p.status
+        assert _jobs(server)["completed"] == 2
+        out, err = capfd.readouterr()
+        assert "cell" not in out + err and "%|" not in out + err  # no tqdm bar from the loop thread
+    finally:
+        client.close()
+
+
+def test_sweep_counts_cells_and_ignores_changes_made_while_it_runs(live_server):
+    server = live_server(latency=0.3, workers=1)
+    client = FluxClient(endpoint=server.url)
+    try:
+        p = _sweep_panel(client)
+        tab = p.sweep_tab
+        tab.x_values.value = "1,2,3"
+        seen = []
+        p.observe(lambda change: seen.append(change["new"]), "status")
+        assert tab.run()
+        assert tab.running and p.busy
+        # the controls change mid-run: the sweep and its grid keep what Run saw
+        tab.x_axis.value = "num_inference_steps"
+        tab.x_values.value = "7,8"
+        p.steps.value = 9
+        p.wait(WAIT)
+        assert p.status.startswith("Sweep done: 3 cell(s)"), p.status
+        result = tab.sweep_result
+        assert [a.name for a in result.axes] == ["guidance_scale"] and len(result.cells) == 3
+        assert {c.request.num_inference_steps for c in result.cells} == {4}
+        assert "sweep over guidance_scale" in p.grid.children[0].children[1].value
+        assert any("1 of 3 cells done" in text for text in seen), seen
+        assert any("2 of 3 cells done" in text for text in seen), seen
+    finally:
+        client.close()
+
+
+def test_cancel_stops_a_running_sweep_on_the_server_and_keeps_finished_cells(live_server):
+    server = live_server(latency=0.5, workers=1)
+    client = FluxClient(endpoint=server.url)
+    try:
+        p = _sweep_panel(client)
+        tab = p.sweep_tab
+        assert tab.run()
+        _wait_for(lambda: "1 of 6 cells done" in p.status)  # one cell is back, the rest queued
+        assert p.cancel() >= 1
+        assert tab.wait(WAIT)
+        assert "cancelled" in p.status.lower(), p.status
+        assert not p.busy and not tab.running
+        _wait_for(lambda: _jobs(server)["cancelled"] >= 1)
+        jobs = _jobs(server)
+        assert jobs["completed"] < 6
+        statuses = [c.status for c in tab.sweep_result.cells]
+        # a job the server finished while the cancel was on its way counts there but was not fetched
+        assert 1 <= statuses.count("done") <= jobs["completed"] and "cancelled" in statuses
+        assert f"{statuses.count('done')} of 6 cells" in p.status
+        assert len(p.grid.images) == 1  # the finished cells' grid
+        assert tab.cancel() == 0  # nothing left to cancel
+    finally:
+        client.close()
+
+
+def test_sweep_estimate_works_in_a_fresh_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from flux_nb import Panel; p = Panel(prompt='a fox'); cost = p.sweep_tab.estimate(); "
+            "assert cost is not None, p.status; print(cost['requests'], p.sweep_tab.cost_line.value)")
+    env = {**os.environ, "FLUX_NB_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("3 3 request(s)"), done.stdout
 
 
 def test_sweep_axes_must_differ(panel):

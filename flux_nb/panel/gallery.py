@@ -45,7 +45,7 @@ class HistoryEntry:
 
 
 class OutputGrid(widgets.GridBox):
-    """The images of the latest result, each with its seed under it; NSFW-flagged ones blurred."""
+    """The images of the latest result, each with the request's seed under it; NSFW-flagged ones pixelated."""
 
     def __init__(self, thumb_size: int = 256):
         self.thumb_size = thumb_size
@@ -61,9 +61,12 @@ class OutputGrid(widgets.GridBox):
     def show_result(self, result: Any) -> None:
         """Replace the grid with ``result``'s images."""
         cells = []
+        count = len(result.images)
         for i, image in enumerate(result.images):
-            seed = result.seed + i  # image i of a job uses seed + i
-            cells.append(self._cell(image, f"seed {seed} · {image.width}x{image.height}"))
+            # The seed of the request, as the notebook grid shows it: how image i of a batch
+            # derives its own seed is the backend's business (only the local engines use seed + i).
+            number = f" #{i + 1}/{count}" if count > 1 else ""
+            cells.append(self._cell(image, f"seed {result.seed}{number} · {image.width}x{image.height}"))
         self.layout.grid_template_columns = f"repeat(auto-fill, {self.thumb_size + 8}px)"
         self._replace(cells)
 

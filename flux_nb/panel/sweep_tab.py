@@ -1,13 +1,18 @@
-"""The panel's Sweep tab: pick X and Y axes and their values, see the cost, run ``flux_nb.sweep``.
+"""The panel's Sweep tab: pick X and Y axes and their values, see the cost, run a sweep, cancel it.
 
 Values use A1111's X/Y/Z grammar (``2,3.5,5``, ``1-5``, ``1-9 (+2)``, ``0-1 [5]``); sizes are a
 comma-separated list of presets or ``WIDTHxHEIGHT``. Everything not on an axis comes from the
-panel's controls. The sweep runs in a worker thread (``sweep()`` is a blocking call), so the kernel
-stays free; its contact sheet replaces the output grid.
+panel's controls, read once when Run is clicked (changing a control mid-run cannot mislabel the
+grid). The sweep goes to the panel's own client and runs as a task on flux-nb's shared loop, like
+the panel's generations: the kernel stays free, Cancel cancels every queued request on the server
+and keeps the cells that finished, and the status line counts cells done. Nothing is drawn in the
+cell's output by the sweep itself (no progress bar, no live grid: those would land in whatever cell
+is current); its contact sheet replaces the panel's output grid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from typing import TYPE_CHECKING, Any
@@ -70,12 +75,19 @@ def _missing_values(field: str) -> Any:
     return FieldError(field, "", "needs values for the sweep axis, e.g. 2-6 [5] or 1,2,3", "missing")
 
 
+#: Seconds between refreshes of the "cells done" count while a sweep runs.
+PROGRESS_INTERVAL = 0.25
+
+
 class SweepTab(widgets.VBox):
     """X/Y axis pickers, values, a dry-run cost line and Run. Owned by a :class:`Panel`."""
 
     def __init__(self, panel: "Panel"):
         self._panel = panel
-        self._thread: threading.Thread | None = None
+        self._future: Any = None  # concurrent future of the running sweep (None when idle)
+        self._task: asyncio.Task | None = None  # its task on the shared loop, once started
+        self._cancel_requested = False
+        self._lock = threading.Lock()
         options = [("(none)", NONE), *SWEEP_AXES]
         self.x_axis = widgets.Dropdown(options=SWEEP_AXES, value="guidance_scale", description="X axis")
         self.x_axis.add_class("flux-nb-sweep-x")
@@ -93,6 +105,7 @@ class SweepTab(widgets.VBox):
         self.run_button.on_click(lambda _b: self.run())
         self.cost_line = widgets.HTML("")
         self.cost_line.add_class("flux-nb-sweep-cost")
+        #: The latest sweep's :class:`~flux_nb.sweeps.SweepResult` (a cancelled one keeps its finished cells).
         self.sweep_result: Any = None
         super().__init__([
             widgets.HBox([self.x_axis, self.x_values]),
@@ -104,7 +117,9 @@ class SweepTab(widgets.VBox):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """True from Run until the sweep (finished, failed or cancelled) has been shown."""
+        future = self._future
+        return future is not None and not future.done()
 
     def axes(self) -> list[tuple[str, str]]:
         """The chosen axes as ``[(field, values_text)]``, X first."""
@@ -117,16 +132,18 @@ class SweepTab(widgets.VBox):
             chosen.append((self.y_axis.value, self.y_values.value))
         return chosen
 
-    def _call_sweep(self, *, dry_run: bool) -> Any:
-        from ..sweeps import sweep
+    def _plan(self, prompt: str, keywords: dict[str, Any], *, dry_run: bool) -> Any:
+        """The sweep's cells (nothing sent), for the panel's client, with no output of its own."""
+        from ..sweeps import plan_sweep
 
-        prompt, keywords = sweep_arguments(self._panel.request(), self.axes())
-        return sweep(prompt, dry_run=dry_run, cache=self._panel._runner.cache, **keywords)
+        return plan_sweep(prompt, dry_run=dry_run, cache=self._panel._runner.cache, client=self._panel._own_client(),
+                          progress=False, live=False, **keywords)
 
     def estimate(self) -> dict[str, float] | None:
         """Plan the sweep without sending anything and show its size and cost."""
         try:
-            plan = self._call_sweep(dry_run=True)
+            prompt, keywords = sweep_arguments(self._panel.request(), self.axes())
+            plan = self._plan(prompt, keywords, dry_run=True)
         except Exception as exc:
             self._panel._report_error(exc, prefix="Sweep: ")
             self.cost_line.value = ""
@@ -137,44 +154,118 @@ class SweepTab(widgets.VBox):
         return cost
 
     def run(self) -> bool:
-        """Estimate, then run the sweep in a worker thread; returns False if it could not start."""
+        """Estimate, then start the sweep in the background; returns False if it could not start."""
+        from .._loop import submit
+
         if self.running:
             self._panel._show_status("A sweep is already running.", "busy")
             return False
         if self.estimate() is None:
             return False
+        try:  # the snapshot: what the controls say now is what runs and how the grid is labelled
+            axes = self.axes()
+            prompt, keywords = sweep_arguments(self._panel.request(), axes)
+            plan = self._plan(prompt, keywords, dry_run=False)
+        except Exception as exc:
+            self._panel._report_error(exc, prefix="Sweep: ")
+            return False
+        fields = [field for field, _ in axes]
+        self.sweep_result = plan
+        self._cancel_requested = False
+        self._task = None
         self._panel.busy = True
-        self._panel._show_status("Sweep running...", "busy")
-        self._thread = threading.Thread(target=self._work, name="flux-nb-panel-sweep", daemon=True)
-        self._thread.start()
+        self._panel._show_status(f"Sweep running: 0 of {len(plan.cells)} cells done...", "busy")
+        self._future = submit(self._sweep(plan, fields))
         return True
 
     def cancel(self) -> int:
-        """Sweeps run through the blocking ``sweep()`` call and cannot be stopped midway yet."""
-        return 0
+        """Cancel the running sweep: its queued and running requests are cancelled on the server,
+        finished cells are kept. Returns 1 if a sweep was running, else 0."""
+        if not self.running:
+            return 0
+        from .._loop import get_loop
+
+        get_loop().call_soon_threadsafe(self._cancel_on_loop)
+        return 1
+
+    def _cancel_on_loop(self) -> None:
+        # On the loop, so "started yet?" and "cancel it" cannot race.
+        self._cancel_requested = True
+        if self._task is not None:
+            self._task.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        """Block until the sweep has finished and been shown; False if ``timeout`` passed first."""
+        import concurrent.futures
 
-    def _work(self) -> None:
+        future = self._future
+        if future is None:
+            return True
+        done, _ = concurrent.futures.wait([future], timeout)
+        return bool(done)
+
+    # -- on the loop --------------------------------------------------------------------------
+
+    async def _sweep(self, result: Any, fields: list[str]) -> None:
         panel = self._panel
+        total = len(result.cells)
+        outcome, error = "done", None
+        self._task = asyncio.current_task()
+        poller = asyncio.ensure_future(self._count(result, total))
         try:
-            result = self._call_sweep(dry_run=False)
-            self.sweep_result = result
-            axes = [field for field, _ in self.axes()]
-            grid = result.grid(x=axes[0], y=axes[1] if len(axes) > 1 else None)
-            out = io.BytesIO()
-            grid.convert("RGB").save(out, format="JPEG", quality=85)
-            panel.grid.show_picture(out.getvalue(), f"sweep over {' x '.join(axes)}")
-            failed = sum(1 for cell in result.cells if getattr(cell, "error", None) is not None)
-            panel._show_status(f"Sweep done: {len(result.cells)} cell(s)" + (f", {failed} failed" if failed else "") + ".",
-                               "error" if failed else "done")
+            if self._cancel_requested:
+                raise asyncio.CancelledError
+            await _run_cells(result)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            result.interrupted = True
         except Exception as exc:
-            panel._show_status("Sweep failed: " + describe_error(exc), "error")
-            panel.error = exc
+            outcome, error = "failed", exc
         finally:
-            panel.busy = panel._runner.busy
+            poller.cancel()
+            self._task = None
+        done = sum(1 for cell in result.cells if cell.ok)
+        failed = sum(1 for cell in result.cells if cell.status == "failed")
+        try:
+            if done:
+                picture = await asyncio.to_thread(_grid_jpeg, result, fields)
+                caption = f"sweep over {' x '.join(fields)}" + (f" ({done} of {total} cells)" if done < total else "")
+                panel.grid.show_picture(picture, caption)
+        except Exception as exc:  # a picture problem must not hide how the sweep went
+            error = error or exc
+        if outcome == "cancelled":
+            panel._show_status(f"Sweep cancelled: {done} of {total} cells had finished and are kept "
+                               "(running it again reuses them).", "cancelled")
+        elif outcome == "failed" and error is not None:
+            panel._show_status("Sweep failed: " + describe_error(error), "error")
+            panel.error = error
+        else:
+            panel._show_status(f"Sweep done: {total} cell(s)" + (f", {failed} failed" if failed else "") + ".",
+                               "error" if failed else "done")
+        panel.busy = panel._runner.busy
+
+    async def _count(self, result: Any, total: int) -> None:
+        """Show "k of n cells done" while the sweep runs (polls the cells; the sweep has no callback)."""
+        shown = -1
+        while True:
+            done = sum(1 for cell in result.cells if cell.status != "pending")
+            if done != shown:
+                shown = done
+                failed = sum(1 for cell in result.cells if cell.status == "failed")
+                self._panel._show_status(
+                    f"Sweep running: {done} of {total} cells done" + (f", {failed} failed" if failed else "") + "...",
+                    "busy")
+            await asyncio.sleep(PROGRESS_INTERVAL)
+
+
+async def _run_cells(result: Any) -> None:
+    """Run a planned sweep's cells on the running loop (what ``flux_nb.sweeps.asweep`` does after
+    planning; planned here so the panel holds the result to count cells and keep finished ones)."""
+    await result._runner.arun(result, result.cells)
+
+
+def _grid_jpeg(result: Any, fields: list[str]) -> bytes:
+    grid = result.grid(x=fields[0], y=fields[1] if len(fields) > 1 else None)
+    out = io.BytesIO()
+    grid.convert("RGB").save(out, format="JPEG", quality=85)
+    return out.getvalue()

@@ -89,7 +89,7 @@ class Panel(widgets.VBox):
         ])
         self.add_class("flux-nb-panel")
         self.set_request(start, randomize=start.seed is None)
-        if not defaults.get("prompt") and "prompt" not in defaults:
+        if not defaults.get("prompt"):  # the stand-in prompt that made the request valid
             self.prompt.value = ""
         self._show_status("Ready", "idle")
 
@@ -128,6 +128,7 @@ class Panel(widgets.VBox):
         self.randomize = _classed(widgets.Checkbox(value=True, description="random seed", indent=False,
                                                    layout=widgets.Layout(width="auto")), "flux-nb-randomize")
         self.randomize.observe(lambda ch: setattr(self.seed, "disabled", ch["new"]), "value")
+        self.seed.disabled = self.randomize.value  # the observer only sees changes
         self.loras = LoraEditor(on_change=lambda: self._settings_changed({}))
         self.safety = _classed(widgets.Checkbox(value=True, description="safety checker", indent=False,
                                                 layout=widgets.Layout(width="auto")), "flux-nb-safety")
@@ -281,12 +282,17 @@ class Panel(widgets.VBox):
 
     # -- background hooks (run on flux-nb's loop thread) --------------------------------------
 
-    def _async_client(self) -> Any:
+    def _own_client(self) -> Any:
+        """The client this panel sends to (generations and sweeps alike), made on first use."""
         if self._client is None:
             from ..client import get_client
 
             self._client = get_client()
-        return getattr(self._client, "aio", self._client)
+        return self._client
+
+    def _async_client(self) -> Any:
+        client = self._own_client()
+        return getattr(client, "aio", client)
 
     def _queue_note(self) -> str:
         waiting = self._runner.queued
@@ -314,6 +320,9 @@ class Panel(widgets.VBox):
             result = job.result
             entry = HistoryEntry(len(self._history) + 1, job.request, result)
             self._history.append(entry)
+            if job.request.seed is None and result.seed is not None:
+                # "random seed" stays ticked; un-ticking it now reproduces this result
+                self.seed.value = result.seed
             self.grid.show_result(result)
             self.history_strip.add(entry)
             self.result, self.error = result, None
