@@ -279,6 +279,19 @@ def test_save_writes_images_with_metadata_grid_and_manifests(live_server, client
     assert manifest["cells"][1]["files"] == ["images/cell-0001-0.jpeg"] and manifest["seed"] == 4
     csv_text = (tmp_path / "out" / "manifest.csv").read_text()
     assert csv_text.count("\n") == 3 and "guidance_scale" in csv_text.splitlines()[0]
+    # real JSON values, not JSON strings inside JSON
+    cell = manifest["cells"][1]
+    assert cell["loras"] == [] and cell["nsfw"] == [False]
+    assert isinstance(cell["timings"], dict) and isinstance(cell["timings"].get("inference"), (int, float))
+    assert isinstance(cell["wall_time"], float) and 0 < cell["wall_time"] < 60
+    import csv
+
+    (row, _) = list(csv.DictReader(csv_text.splitlines()))
+    assert json.loads(row["nsfw"]) == [False] and json.loads(row["loras"]) == []
+    assert isinstance(json.loads(row["timings"]), dict) and float(row["wall_time"]) > 0
+    # a cell from the cache was not sent: no wall time
+    again = sweep("a fox", guidance=[2, 5], seed=4, image_size="square", client=client_for(server), progress=False)
+    assert [r["wall_time"] for r in again.records()] == [None, None] and again.records()[0]["cached"]
 
 
 def test_inline_display_stays_small_for_large_sweeps(live_server, client_for):

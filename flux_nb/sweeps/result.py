@@ -45,6 +45,8 @@ class SweepCell:
     status: str = "pending"
     error: BaseException | None = None
     thumbnail: bytes | None = field(default=None, repr=False)
+    #: Seconds from submitting the cell's request to having its images; None if nothing was sent.
+    wall_time: float | None = None
     _result: FluxResult | None = field(default=None, repr=False)
     _on_disk: bool = field(default=False, repr=False)
     _key: str | None = field(default=None, repr=False)
@@ -78,9 +80,10 @@ class SweepCell:
             return []
         return [im.path for im in self._result.images if im.path is not None]
 
-    def finish(self, result: FluxResult, *, offload: bool = True) -> None:
+    def finish(self, result: FluxResult, *, offload: bool = True, wall_time: float | None = None) -> None:
         """Record a finished generation; keep a thumbnail and drop image bytes saved on disk."""
         self.thumbnail = _grid.make_thumbnail(result)
+        self.wall_time = wall_time
         self.status = "cached" if result.cached else "done"
         self.error = None
         saved = all(im.path is not None and Path(im.path).is_file() for im in result.images)
@@ -95,6 +98,7 @@ class SweepCell:
     def share(self, other: "SweepCell") -> None:
         """Take the finished generation of an identical cell (same :attr:`key`; sent once for both)."""
         self.thumbnail = other.thumbnail
+        self.wall_time = other.wall_time
         self.status = other.status
         self.error = other.error
         self._result = other._result
@@ -109,7 +113,7 @@ class SweepCell:
             self.status = "cancelled"
 
     def reset(self) -> None:
-        self.status, self.error = "pending", None
+        self.status, self.error, self.wall_time = "pending", None, None
 
     def tile(self, width: int, height: int) -> "Image.Image | None":
         """This cell's picture fitted to ``width`` x ``height`` (from the thumbnail when it is big enough)."""
@@ -131,7 +135,12 @@ class SweepCell:
         return _grid.mosaic(images, w, h)
 
     def record(self) -> dict[str, Any]:
-        """One flat row: the axis values, every request field, the seed used, timings, status, files."""
+        """One row: the axis values, every request field, the seed used, timings, status, files.
+
+        Values are plain JSON: ``loras`` is a list of ``{"path", "scale"}``, ``timings`` a dict,
+        ``nsfw`` a list of booleans, ``wall_time`` seconds from submit to images (None if the cell
+        came from the cache).
+        """
         req = self.request
         row: dict[str, Any] = {"index": self.index, "status": self.status}
         for name, value in self.values.items():
@@ -145,7 +154,7 @@ class SweepCell:
             guidance_scale=req.guidance_scale,
             num_images=req.num_images,
             seed=req.seed,
-            loras=json.dumps([l.to_dict() for l in req.loras]),
+            loras=[l.to_dict() for l in req.loras],
             enable_safety_checker=req.enable_safety_checker,
             output_format=req.output_format,
             acceleration=req.acceleration,
@@ -157,8 +166,9 @@ class SweepCell:
         row["cached"] = self.status == "cached"
         timings = result.timings if result is not None else {}
         row["inference_time"] = timings.get("inference") if isinstance(timings, dict) else None
-        row["timings"] = json.dumps(timings or {}, default=str)
-        row["nsfw"] = json.dumps(list(result.has_nsfw_concepts)) if result is not None else None
+        row["timings"] = _plain(timings or {})
+        row["nsfw"] = [bool(x) for x in result.has_nsfw_concepts] if result is not None else None
+        row["wall_time"] = round(self.wall_time, 4) if self.wall_time is not None else None
         row["paths"] = [str(p) for p in self.paths]
         row["error"] = str(self.error) if self.error is not None else None
         row["error_type"] = type(self.error).__name__ if self.error is not None else None
@@ -365,7 +375,7 @@ class SweepResult:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: ";".join(v) if isinstance(v, list) else v for k, v in row.items()})
+                writer.writerow({k: _csv_value(k, v) for k, v in row.items()})
         written.append(csv_path)
         return written
 
@@ -396,6 +406,24 @@ class SweepResult:
             f"<img src='data:image/jpeg;base64,{encoded}' style='max-width:100%'/>{note}</div>"
         )
         return {"text/plain": text, "text/html": body}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON values (what the server sent is JSON already; anything else as text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+#: Columns of file names, joined with ";" in the CSV manifest.
+_CSV_FILE_LISTS = ("paths", "files")
+
+
+def _csv_value(key: str, value: Any) -> Any:
+    """A manifest value as one CSV field: file lists joined with ";", other lists and dicts as JSON."""
+    if key in _CSV_FILE_LISTS and isinstance(value, list):
+        return ";".join(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return value
 
 
 def _axes_html(axes: Sequence[Axis]) -> str:

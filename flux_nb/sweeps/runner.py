@@ -51,20 +51,26 @@ def client_origin(aio: Any) -> str:
     return backend_origin(getattr(aio, "backend", None), getattr(aio, "app_id", None))
 
 
-async def obtain(request: "FluxRequest", aio: Any, store: "Store", cache: bool) -> "FluxResult":
-    """One cell's generation: from the store, from a dead process's journaled job, or generated."""
+async def obtain(request: "FluxRequest", aio: Any, store: "Store", cache: bool) -> "tuple[FluxResult, float | None]":
+    """One cell's generation: from the store, from a dead process's journaled job, or generated.
+
+    Returns it with the seconds from submitting the request to having its images (None when
+    nothing was submitted).
+    """
     if cache:
         hit = await asyncio.to_thread(store.lookup, request, origin=client_origin(aio))
         if hit is not None:
-            return hit
+            return hit, None
         if getattr(aio, "fetch", None) is not None:
             from ..recover import fetch_journaled
 
             for job in await asyncio.to_thread(store.pending, request, include_own=False):
                 result = await fetch_journaled(job, aio, store)
                 if result is not None:
-                    return result
-    return await aio.generate(request=request, cache=cache)
+                    return result, None
+    started = time.monotonic()
+    result = await aio.generate(request=request, cache=cache)
+    return result, (None if result.cached else time.monotonic() - started)
 
 
 async def run_cells(
@@ -90,8 +96,8 @@ async def run_cells(
         first = group[0]
         try:
             async with semaphore:
-                result = await obtain(first.request, aio, store, cache)
-                await asyncio.to_thread(first.finish, result)
+                result, wall_time = await obtain(first.request, aio, store, cache)
+                await asyncio.to_thread(first.finish, result, wall_time=wall_time)
         except asyncio.CancelledError:
             for cell in group:
                 cell.cancel()
