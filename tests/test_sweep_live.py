@@ -361,3 +361,32 @@ def test_identical_cells_are_sent_once_and_share_the_result(live_server, client_
     assert len(set(ids)) == 2 and ids[0] == ids[1] == ids[2] == ids[3]
     assert result.cells[0].thumbnail == result.cells[3].thumbnail
     assert "6 cell(s): 2 request(s)" in str(result.summary()) and "6 finished" in str(result.summary())
+
+
+def test_deleted_store_files_fall_back_to_thumbnails_and_say_which_file(live_server, client_for, tmp_path):
+    from flux_nb.errors import FluxStoreError
+
+    server = live_server(workers=2)
+    client = client_for(server)
+    result = sweep("a vanishing fox", guidance=[2, 5], seed=8, image_size="square", client=client, progress=False)
+    gone = result.cells[0].paths[0]
+    gone.unlink()  # someone cleaned the data folder
+    assert result.cells[0].files_missing == [gone] and result.cells[1].files_missing == []
+    with pytest.raises(FluxStoreError) as info:
+        result.cells[0].result
+    assert str(gone) in str(info.value) and isinstance(info.value, OSError)
+    assert result.cells[1].result.images[0].data  # the other cell is untouched
+    sheet = result.grid(thumb=512)  # bigger than the thumbnails: the missing cell uses its thumbnail
+    assert sheet.size[0] >= 2 * 512
+    tile = result.cells[0].tile(512, 512)
+    assert tile is not None and tile.size == (512, 512)
+    result.figure()
+    with pytest.warns(RuntimeWarning, match="no longer on disk"):
+        written = result.save(tmp_path / "out")
+    names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in written)
+    assert "images/cell-0001-0.jpeg" in names and "images/cell-0000-0.jpeg" not in names
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["cells"][0]["files_missing"] == [str(gone)] and manifest["cells"][0]["files"] == []
+    # the cache treats the missing files as a miss: the cell is made again, the other is cached
+    again = sweep("a vanishing fox", guidance=[2, 5], seed=8, image_size="square", client=client, progress=False)
+    assert [c.status for c in again.cells] == ["done", "cached"]

@@ -72,6 +72,8 @@ def render_figure(
                 ax.imshow(picture)
             else:
                 text = f"failed:\n{cell.error}" if cell.status == "failed" else cell.status
+                if cell.status != "failed" and getattr(cell, "files_missing", None):
+                    text = "files missing"
                 ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=8,
                         color="darkred" if cell.status == "failed" else "black", transform=ax.transAxes)
     heading = title

@@ -248,6 +248,8 @@ def _draw_cell(sheet, draw, cell, tile_of, cx, cy, tile_w, tile_h, font, line_h,
     draw.rectangle((cx, cy, cx + tile_w - 1, cy + tile_h - 1), fill=_FAILED_BG if failed else _PENDING_BG)
     if failed:
         text = f"failed: {cell.error}" if cell.error is not None else "failed"
+    elif getattr(cell, "files_missing", None):
+        text = "files missing"
     else:
         text = cell.status
     lines = wrap(text, font, tile_w - 2 * pad)

@@ -13,11 +13,12 @@ import html
 import io
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from ..errors import FluxCancelledError, FluxError
+from ..errors import FluxCancelledError, FluxError, FluxStoreError
 from ..params import FluxRequest, LoraWeight
 from ..result import FluxImage, FluxResult
 from . import grid as _grid
@@ -66,13 +67,34 @@ class SweepCell:
 
     @property
     def result(self) -> FluxResult | None:
-        """The generation (images read back from disk if they were offloaded), or None."""
+        """The generation (images read back from disk if they were offloaded), or None.
+
+        Raises :class:`~flux_nb.errors.FluxStoreError` naming the file when the images were
+        deleted from the data folder since (:attr:`files_missing`); the grid still shows the
+        cell from its thumbnail.
+        """
         if self._result is None:
             return None
         if not self._on_disk:
             return self._result
-        images = [dataclasses.replace(im, data=Path(im.path).read_bytes()) for im in self._result.images]  # type: ignore[arg-type]
+        images = []
+        for im in self._result.images:
+            try:
+                images.append(dataclasses.replace(im, data=Path(im.path).read_bytes()))  # type: ignore[arg-type]
+            except OSError as exc:
+                raise FluxStoreError(
+                    f"the images of sweep cell {self.index} are no longer on disk: cannot read {im.path} "
+                    f"({exc.strerror or exc}); re-run the sweep with cache=False to make them again",
+                    request_id=self._result.request_id,
+                ) from exc
         return dataclasses.replace(self._result, images=images)
+
+    @property
+    def files_missing(self) -> list[Path]:
+        """This cell's image files that were deleted from the data folder after it finished."""
+        if self._result is None or not self._on_disk:
+            return []
+        return [Path(im.path) for im in self._result.images if im.path is not None and not Path(im.path).is_file()]
 
     @property
     def paths(self) -> list[Path]:
@@ -121,10 +143,14 @@ class SweepCell:
 
         if not self.ok:
             return None
-        if self.thumbnail is not None and max(width, height) <= _grid.THUMB_SIZE:
+        small_enough = max(width, height) <= _grid.THUMB_SIZE
+        if self.thumbnail is not None and (small_enough or self.files_missing):
+            # the thumbnail, enlarged if the full images are gone
             pil = Image.open(io.BytesIO(self.thumbnail)).convert("RGB")
             w, h = _grid._fit(pil.width, pil.height, width, height)
             return pil.resize((w, h), Image.LANCZOS)
+        if self.files_missing:
+            return None  # drawn as "files missing"
         result = self.result
         if result is None:
             return None
@@ -336,8 +362,13 @@ class SweepResult:
         images_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         files_of: dict[int, list[str]] = {}
+        missing_of: dict[int, list[str]] = {}
         for c in self.cells:
             if not c.ok or c._result is None:
+                continue
+            missing = c.files_missing
+            if missing:  # deleted from the data folder: listed in the manifest, the grid uses the thumbnail
+                missing_of[c.index] = [str(p) for p in missing]
                 continue
             names = []
             for i, image in enumerate(c._result.images):
@@ -355,6 +386,8 @@ class SweepResult:
         manifest = self.to_dict()
         for row in manifest["cells"]:
             row["files"] = files_of.get(row["index"], [])
+            if row["index"] in missing_of:
+                row["files_missing"] = missing_of[row["index"]]
         grid_path = folder / "grid.png"
         info = PngImagePlugin.PngInfo()
         info.add_text("flux_nb_sweep", json.dumps({"axes": manifest["axes"], "seed": self.seed}))
@@ -377,6 +410,14 @@ class SweepResult:
             for row in rows:
                 writer.writerow({k: _csv_value(k, v) for k, v in row.items()})
         written.append(csv_path)
+        if missing_of:
+            first = next(iter(missing_of.values()))[0]
+            warnings.warn(
+                f"{len(missing_of)} sweep cell(s) were saved without their images, which are no longer on disk "
+                f"(e.g. {first}); manifest.json lists them under files_missing and grid.png shows their thumbnails",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return written
 
     # -- notebook display ---------------------------------------------------------------------
