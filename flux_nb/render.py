@@ -3,22 +3,25 @@
 ``FluxResult._repr_mimebundle_`` calls :func:`result_mimebundle`, which gives
 
 - ``text/html``: a grid of JPEG thumbnails (longest side 256 px, quality 80) with the seed and key
-  parameters under each. Clicking a thumbnail opens it in place at a medium size (512 px) and offers
-  a link to the full-size file on disk when the image has been saved.
+  parameters under each. Clicking a thumbnail opens a larger copy in place (512 px) and says where
+  the full-size image is (below).
 - ``image/png``: one small contact sheet, for front ends without HTML.
 - ``text/plain``: the result's repr.
 
 Why not full size in the page: a notebook stores every output, and four full-size base64 PNGs add
-megabytes per cell. Full size lives in the saved file instead (every generation is saved, and
-``result.save("out")`` puts copies next to the notebook): the link is relative when the file is under
-the kernel's working folder (the notebook's folder, so Jupyter serves it), a ``file://`` URL
-otherwise. The in-page view needs no server, no JavaScript and no trust. A 4-image 1024x768 result
+megabytes per cell. Full size lives in the saved file instead. Every generation is saved in
+flux-nb's data folder, which is not under the notebook's folder, and browsers refuse ``file://``
+links from a Jupyter page; so a link is made only for a file under the kernel's working folder (the
+notebook's folder, which Jupyter serves: after ``result.save("out")``), as a relative link. Any
+other saved file is named by its path, as copyable text, with the Python that opens it
+(``result[i].to_pil()``) or copies it next to the notebook (``result.save("out")``). The in-page
+view needs no server, no JavaScript and no trust. A 4-image 1024x768 result
 adds about 100 KB for plain images and about 230 KB for very detailed ones (measured on noise-heavy
 1024x768 JPEGs; tests hold it under 0.5 MB).
 
 Images flagged NSFW are never embedded clearly: their tiles are a 16 px mosaic, blurred with CSS,
-labelled, and clicking one unblurs that mosaic and shows how to see the image itself
-(:func:`reveal`, or the link to the saved file).
+labelled; clicking one only drops the blur (the mosaic stays a mosaic) and says how to see the image
+itself (:func:`reveal`, or the saved file).
 
 Thumbnails are made once per image and size (Pillow ``draft()`` decodes JPEGs at reduced scale).
 """
@@ -207,18 +210,38 @@ color:#fff;padding:3px 8px;border-radius:3px;white-space:nowrap}
 
 
 def _file_href(path: Path | None) -> str | None:
-    """A link the notebook front end can open: relative under the working folder, else file://."""
+    """A link the notebook front end can open, or None.
+
+    Only a file under the kernel's working folder (the notebook's folder, which Jupyter serves)
+    gets one, as a relative link. Browsers block ``file://`` links from a Jupyter page, so a file
+    anywhere else gets no link (the tile shows its path instead).
+    """
     if path is None:
         return None
     path = Path(path)
     if not path.is_file():
         return None
-    absolute = path.resolve()
     try:
-        relative = absolute.relative_to(Path(os.getcwd()).resolve())
+        relative = path.resolve().relative_to(Path(os.getcwd()).resolve())
     except ValueError:
-        return absolute.as_uri()
+        return None
     return "/".join(quote(part) for part in relative.parts)  # html-escaped where it is written
+
+
+def _full_size_note(index: int, image: "FluxImage") -> str:
+    """Where the full-size image is: a link when the page can open it, else its path and the Python."""
+    esc = html.escape
+    size = f"{image.width}×{image.height}"
+    href = _file_href(image.path)
+    if href:
+        return f'<a href="{esc(href, quote=True)}" target="_blank" rel="noopener">full size {size}</a>'
+    python = f"<code>result[{index}].to_pil()</code>"
+    if image.path is not None and Path(image.path).is_file():
+        return (
+            f"full size {size} saved at <code>{esc(str(image.path))}</code>; open it with {python}, or "
+            '<code>result.save("out")</code> to copy it next to the notebook (then this is a link)'
+        )
+    return f"full size {size}: {python} in Python"
 
 
 def _summary_line(result: "FluxResult") -> str:
@@ -249,33 +272,29 @@ def _tile(result: "FluxResult", index: int, image: "FluxImage", opts: RenderOpti
     thumb = thumbnail(image, kind="mosaic" if hidden else "thumb", opts=opts)
     alt = esc(f"{result.prompt[:120]} (seed {result.seed}, image {index + 1})", quote=True)
     img = f'<img src="{_data_uri(thumb)}" width="{width}" height="{height}" alt="{alt}">'
-    href = _file_href(image.path)
-    link = (
-        f'<a href="{esc(href, quote=True)}" target="_blank" rel="noopener">full size {image.width}×{image.height}</a>'
-        if href
-        else ""
-    )
+    note = _full_size_note(index, image)
     if hidden:
-        label = '<span class="fluxnb-label">NSFW · click to reveal</span>'
+        label = '<span class="fluxnb-label">NSFW · click for how to view</span>'
         body = (
-            '<div class="fluxnb-cap">Flagged by the safety checker; not stored in this notebook. '
-            "Show it with <code>flux_nb.render.reveal(result)</code>"
-            + (f" or open the {link}" if link else "")
-            + ".</div>"
+            '<div class="fluxnb-cap">Flagged by the safety checker: only this mosaic is in the notebook. '
+            "To see the image, <code>flux_nb.render.reveal(result)</code> shows it clearly (that puts a "
+            f"clear copy in the notebook); {note}.</div>"
         )
         classes = "fluxnb-tile fluxnb-nsfw"
+        title = "flagged NSFW: click for how to view"
     else:
         label = ""
         big = ""
         if opts.preview_size:
             bw, bh = _fit(image.width, image.height, opts.preview_size)
             big = f'<img class="fluxnb-big" src="{_data_uri(thumbnail(image, kind="preview", opts=opts))}" width="{bw}" height="{bh}" alt="{alt}">'
-        body = big + (f'<div class="fluxnb-cap">{link}</div>' if link else "")
+        body = big + f'<div class="fluxnb-cap">{note}</div>'
         classes = "fluxnb-tile"
+        title = f"click for a larger view ({opts.preview_size} px)" if opts.preview_size else "click for the full-size file"
     count = f" #{index + 1}/{len(result.images)}" if len(result.images) > 1 else ""
     caption = f'<figcaption class="fluxnb-cap">seed {result.seed}{count}</figcaption>'
     return (
-        f'<figure class="{classes}"><details><summary title="click to enlarge">{img}{label}</summary>'
+        f'<figure class="{classes}"><details><summary title="{title}">{img}{label}</summary>'
         f"{body}</details>{caption}</figure>"
     )
 

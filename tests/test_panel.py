@@ -95,6 +95,27 @@ def test_grid_captions_name_the_requests_seed_and_image_number(panel):
     assert [c.split(" · ")[0] for c in captions] == ["<small>seed 7 #1/2", "<small>seed 7 #2/2"]
 
 
+def test_thumbnails_are_decoded_off_the_event_loop(panel, monkeypatch):
+    import threading
+
+    from flux_nb import render
+
+    threads = []
+    real = render._decode
+
+    def spy(data, longest):
+        threads.append(threading.current_thread().name)
+        return real(data, longest)
+
+    monkeypatch.setattr(render, "_decode", spy)
+    panel.prompt.value = "a slow decode"
+    panel.num_images.value = 2
+    panel.generate()
+    panel.wait(WAIT)
+    assert len(panel.grid.images) == 2 and len(panel.history_strip.buttons) == 1
+    assert threads and "flux-nb-loop" not in threads, threads
+
+
 def test_several_generations_queue_in_order(panel):
     panel.randomize.value = False
     prompts = ["first", "second", "third"]

@@ -109,7 +109,7 @@ def test_thumbnail_size_is_configurable_and_validated():
 def test_nsfw_images_are_blurred_mosaics_with_a_reveal():
     result = make_result(n=2, nsfw={1})
     html = render.result_html(result)
-    assert html.count("NSFW · click to reveal") == 1
+    assert html.count("NSFW · click for how to view") == 1 and "reveal</span>" not in html
     assert "fluxnb-nsfw" in html and "filter:blur" in html
     assert "flux_nb.render.reveal(result)" in html
     clear_thumb = base64.b64encode(render.thumbnail(result.images[1])).decode()
@@ -133,17 +133,23 @@ def test_show_displays_through_ipython(monkeypatch):
     assert isinstance(shown[0], render.ResultView) and shown[0].options.reveal_nsfw
 
 
-def test_full_size_link_relative_under_cwd_else_file_url(tmp_path, monkeypatch):
+def test_full_size_is_a_link_only_under_the_working_folder_else_a_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = make_result(n=1)
-    assert "full size" not in render.result_html(result)  # not saved yet: no link
+    result = make_result(n=2)
+    html = render.result_html(result)
+    assert "<a " not in html and "result[1].to_pil()" in html  # not saved yet: how to get it in Python
     result.save("my out")
     html = render.result_html(result)
     assert f'href="my%20out/{result.images[0].path.name}"' in html
+    assert "file://" not in html
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert f'href="{result.images[0].path.resolve().as_uri()}"' in render.result_html(result)
+    html = render.result_html(result)
+    # a browser will not open file:// from a Jupyter page: the path as text, and the Python
+    assert "file://" not in html and "<a " not in html
+    assert f"saved at <code>{result.images[0].path}</code>" in html.replace("&#x27;", "'")
+    assert "result[0].to_pil()" in html and 'result.save("out")' in html
 
 
 def test_prompt_is_escaped_and_png_sources_work():

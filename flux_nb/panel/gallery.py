@@ -58,6 +58,13 @@ class OutputGrid(widgets.GridBox):
         """The thumbnail ``Image`` widgets shown now."""
         return [w for cell in self.children for w in cell.children if isinstance(w, widgets.Image)]
 
+    def prepare(self, result: Any) -> None:
+        """Make (and cache) the thumbnails :meth:`show_result` will use; slow, so call it off the loop."""
+        from ..render import thumbnail
+
+        for image in result.images:
+            thumbnail(image, self.thumb_size, kind="mosaic" if getattr(image, "nsfw", False) else "thumb")
+
     def show_result(self, result: Any) -> None:
         """Replace the grid with ``result``'s images."""
         cells = []
@@ -122,6 +129,14 @@ class HistoryStrip(widgets.HBox):
         self.entries: list[HistoryEntry] = []
         super().__init__([], layout=widgets.Layout(overflow="auto hidden"))
         self.add_class("flux-nb-history")
+
+    def prepare(self, result: Any) -> None:
+        """Make (and cache) the thumbnail :meth:`add` will use; slow, so call it off the loop."""
+        if result.images:
+            from ..render import thumbnail
+
+            first = result.images[0]
+            thumbnail(first, self.thumb_size, kind="mosaic" if first.nsfw else "thumb")
 
     def add(self, entry: HistoryEntry) -> None:
         self.entries.append(entry)

@@ -67,7 +67,8 @@ class Panel(widgets.VBox):
         self._error_handlers = widgets.CallbackDispatcher()
         self._history: list[HistoryEntry] = []
         self._runner = JobRunner(self._async_client, cache=cache, on_start=self._job_started,
-                                 on_status=self._job_status, on_finish=self._job_finished)
+                                 on_status=self._job_status, on_finish=self._job_finished,
+                                 prepare=self._job_prepare)
         self._build_controls()
         self.grid = OutputGrid(thumb_size)
         self.history_strip = HistoryStrip(self.restore)
@@ -313,6 +314,11 @@ class Panel(widgets.VBox):
     def _job_status(self, job: Job, status: Any) -> None:
         detail = describe_status(status)
         self._show_status(f"Generating #{job.id}: {detail}{self._queue_note()}", "busy")
+
+    def _job_prepare(self, job: Job) -> None:
+        # In a worker thread: decode the images into the thumbnails _job_finished will show.
+        self.grid.prepare(job.result)
+        self.history_strip.prepare(job.result)
 
     def _job_finished(self, job: Job) -> None:
         after = self._queue_note()

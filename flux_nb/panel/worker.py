@@ -49,8 +49,10 @@ class Job:
 class JobRunner:
     """Serial job queue on the shared loop. ``get_client`` returns an ``AsyncFluxClient``.
 
-    Hooks (all optional, called on the loop thread): ``on_start(job)``, ``on_status(job, status)``,
-    ``on_finish(job)`` (after the job's state is final).
+    Hooks (all optional): ``on_start(job)``, ``on_status(job, status)``, ``on_finish(job)`` (after
+    the job's state is final), called on the loop thread; and ``prepare(job)``, called in a worker
+    thread after a job succeeds and before ``on_finish``, for slow work such as decoding images into
+    thumbnails that would otherwise stall every other job's network work on the loop.
     """
 
     def __init__(
@@ -61,12 +63,14 @@ class JobRunner:
         on_start: Callable[[Job], None] | None = None,
         on_status: Callable[[Job, Any], None] | None = None,
         on_finish: Callable[[Job], None] | None = None,
+        prepare: Callable[[Job], None] | None = None,
     ):
         self._get_client = get_client
         self.cache = cache
         self._on_start = on_start
         self._on_status = on_status
         self._on_finish = on_finish
+        self._prepare = prepare
         self._jobs: list[Job] = []  # not yet finished, in click order
         self._pending = 0  # jobs whose on_finish hook has not returned yet (what wait() waits for)
         self._cond = threading.Condition()
@@ -155,6 +159,11 @@ class JobRunner:
                     cache=self.cache,
                 )
                 job.state = "done"
+                if self._prepare is not None:
+                    try:
+                        await asyncio.to_thread(self._call, self._prepare, job)
+                    except asyncio.CancelledError:
+                        pass  # the images are here: on_finish shows them, drawing anything not prepared
         except (asyncio.CancelledError, FluxCancelledError):
             job.state = "cancelled"
         except Exception as exc:  # shown in the panel, in words
