@@ -250,7 +250,7 @@ def test_grid_layout_labels_and_failed_tiles(live_server, client_for):
     assert isinstance(figure, matplotlib.figure.Figure)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     labels = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
-    assert titles == ["a fox", "a FAIL fox"] and labels == ["2", "3", "4"]
+    assert titles == ["prompt: a fox", "prompt: a FAIL fox"] and labels == ["steps: 2", "steps: 3", "steps: 4"]
 
 
 def test_z_axis_makes_sub_grids(live_server, client_for):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import textwrap
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .plan import Axis, format_value
@@ -11,7 +12,20 @@ from .grid import resolve_layout
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["render_figure"]
+__all__ = ["render_figure", "wrap_label"]
+
+#: Points per inch, and the average width of a character as a share of the font size.
+_POINTS = 72
+_CHAR_WIDTH = 0.6
+#: Header lines kept before a long label is cut with an ellipsis.
+MAX_LABEL_LINES = 4
+
+
+def wrap_label(text: str, inches: float, fontsize: float, max_lines: int = MAX_LABEL_LINES) -> str:
+    """``text`` wrapped to fit ``inches`` at ``fontsize`` points, at most ``max_lines`` lines. Pure."""
+    width = max(6, int(inches * _POINTS / (fontsize * _CHAR_WIDTH)))
+    lines = textwrap.wrap(str(text), width, max_lines=max_lines, placeholder=" …") or [""]
+    return "\n".join(lines)
 
 
 def render_figure(
@@ -26,8 +40,9 @@ def render_figure(
     cell_inches: float = 2.0,
     title: str | None = None,
 ) -> "Figure":
-    """One subplot per cell: columns titled with the x values, rows labelled with the y values,
-    one sub-figure per combination of the z axes. Failed cells show their error."""
+    """One subplot per cell: columns titled ``axis: value`` for the x values, rows labelled the same
+    way for the y values (long labels such as prompts wrapped to the cell), one sub-figure per
+    combination of the z axes. Failed cells show their error."""
     import matplotlib.pyplot as plt
 
     ax_x, ax_y, ax_z = resolve_layout(axes, x, y, z)
@@ -42,11 +57,15 @@ def render_figure(
         figsize=(cell_inches * nx + 0.8, (cell_inches * aspect * ny + 0.6) * len(combos) + 0.4),
         layout="constrained",
     )
+    fontsize = 10
+    col_width = cell_inches * 0.95
+    row_height = cell_inches * aspect * 0.95
     subfigs = fig.subfigures(len(combos), 1, squeeze=False)[:, 0] if len(combos) > 1 else [fig]
     for sub, combo in zip(subfigs, combos):
         grid = sub.subplots(ny, nx, squeeze=False)
         if ax_z:
-            sub.suptitle("   ".join(f"{a.title}: {format_value(a.values[k])}" for a, k in zip(ax_z, combo)))
+            heading = "   ".join(f"{a.title}: {format_value(a.values[k])}" for a, k in zip(ax_z, combo))
+            sub.suptitle(wrap_label(heading, cell_inches * nx, 12))
         for j, i in itertools.product(range(ny), range(nx)):
             ax = grid[j][i]
             ax.set_xticks([])
@@ -62,9 +81,11 @@ def render_figure(
                 coords[index[a.name]] = k
             cell = by_coords.get(tuple(coords))
             if ax_x and j == 0:
-                ax.set_title(format_value(ax_x.values[i]), fontsize=10)
+                label = f"{ax_x.title}: {format_value(ax_x.values[i])}"
+                ax.set_title(wrap_label(label, col_width, fontsize), fontsize=fontsize)
             if ax_y and i == 0:
-                ax.set_ylabel(format_value(ax_y.values[j]), fontsize=10)
+                label = f"{ax_y.title}: {format_value(ax_y.values[j])}"
+                ax.set_ylabel(wrap_label(label, row_height, fontsize), fontsize=fontsize)
             if cell is None:
                 continue
             picture = tile_of(cell, thumb, round(thumb * aspect)) if cell.status in ("done", "cached") else None
