@@ -54,3 +54,66 @@ def test_wrap_label_limits_width_and_lines():
     lines = text.split("\n")
     assert len(lines) == 4 and lines[-1].endswith("…") and max(map(len, lines)) <= 24
     assert wrap_label("short", 2.0, 10) == "short"
+
+
+def _finished(result, size=(64, 64)):
+    """Every cell of a dry-run plan finished with a small generated image (no server needed)."""
+    import io
+
+    from PIL import Image
+
+    from flux_nb.result import FluxImage, FluxResult
+
+    for cell in result.cells:
+        buffer = io.BytesIO()
+        shade = (cell.index * 37) % 256
+        Image.new("RGB", size, (shade, 255 - shade, 128)).save(buffer, "JPEG")
+        image = FluxImage(buffer.getvalue(), "image/jpeg", *size)
+        cell.finish(FluxResult([image], cell.request.seed or 0, cell.request, backend="embedded"))
+    result.dry_run = False
+    return result
+
+
+def test_grid_pages_cover_every_cell_once():
+    from flux_nb.sweeps.grid import grid_pages
+
+    for nx, ny, nz, per in [(10, 10, 10, 64), (100, 1, 1, 64), (3, 2, 50, 64), (200, 3, 2, 64), (1, 1, 1, 64)]:
+        pages = grid_pages(nx, ny, nz, per)
+        seen = [(x, y, z) for xs, ys, zs in pages for z in zs for y in ys for x in xs]
+        assert sorted(seen) == sorted(itertools.product(range(nx), range(ny), range(nz)))
+        assert all(len(xs) * len(ys) * len(zs) <= per for xs, ys, zs in pages)
+    assert len(grid_pages(3, 2, 50, 64)) == 5  # whole 3x2 sub-grids, 10 to a page
+    with pytest.raises(ValueError):
+        grid_pages(1, 1, 1, 0)
+
+
+def test_a_1000_cell_sweep_pages_inline_and_stays_small(data_dir):
+    result = _finished(sweep("a paged fox", steps="1-10", guidance="1-10", seed="1-10", dry_run=True, max_cells=1000))
+    assert len(result) == 1000 and all(c.ok for c in result.cells)
+    bundle = result._repr_mimebundle_()
+    html_text = bundle["text/html"]
+    assert len(html_text) < 1_000_000  # one page of thumbnails, never all of them
+    assert result.pages == 20  # 10x10 per seed does not fit 64 cells: bands of 6 and 4 rows
+    assert "showing 60 of 1000 cells, page 1 of 20" in html_text and ".page(2)</code> the next" in html_text
+    page = result.page(2)
+    second = page._repr_mimebundle_()["text/html"]
+    assert "showing 40 of 1000 cells, page 2 of 20" in second and second != html_text
+    assert result.show(page=2)._repr_mimebundle_()["text/html"] == second
+    last = result.page(20)._repr_mimebundle_()["text/html"]
+    assert "page 20 of 20" in last and ".page(21)" not in last
+    assert "(page 2 of 20)" in page._repr_mimebundle_()["text/plain"]
+    # a page's grid shows its own rows (4 of 10: guidance 7-10 of seed 1), all 10 columns
+    sheet, first = page.grid(thumb=64), result.page(1).grid(thumb=64)
+    assert abs(sheet.size[0] - first.size[0]) < 32 and sheet.size[0] > 10 * 64 and sheet.size[1] < first.size[1] * 0.8
+    for bad in (0, 21, "2", True):
+        with pytest.raises(ValueError, match="pages 1 to 20"):
+            result.page(bad)
+    total = sum(len(result.page(n)._repr_mimebundle_()["text/html"]) for n in range(1, 21))
+    assert total < 8_000_000  # even every page shown stays within a few MB
+
+
+def test_a_small_sweep_is_one_page_without_a_paging_note(data_dir):
+    result = _finished(sweep("a small fox", steps=[1, 2], seed=1, dry_run=True))
+    assert result.pages == 1
+    html_text = result._repr_mimebundle_()["text/html"]
+    assert "page" not in html_text and "data:image/jpeg;base64," in html_text

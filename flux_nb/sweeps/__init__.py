@@ -17,7 +17,7 @@ from __future__ import annotations
 from .api import asweep, guidance_sweep, plan_sweep, prompt_sweep, sweep
 from .grammar import parse_values
 from .plan import Axis, SweepSummary, parse_axis_values
-from .result import SweepCell, SweepResult
+from .result import SweepCell, SweepPage, SweepResult
 from .runner import DEFAULT_CONCURRENCY, SweepInterrupted
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "SweepCell",
     "SweepInterrupted",
+    "SweepPage",
     "SweepResult",
     "SweepSummary",
     "asweep",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..result import FluxResult
 
-__all__ = ["THUMB_SIZE", "make_thumbnail", "render_grid", "resolve_layout"]
+__all__ = ["THUMB_SIZE", "Window", "grid_pages", "make_thumbnail", "render_grid", "resolve_layout"]
 
 #: Longest side of the thumbnail each finished cell keeps in memory (as JPEG bytes).
 THUMB_SIZE = 256
@@ -138,6 +138,33 @@ def resolve_layout(
     return chosen_x, chosen_y, chosen_z
 
 
+#: A part of the grid: the x (column), y (row) and z (sub-grid) positions it shows.
+Window = tuple[range, range, range]
+
+
+def grid_pages(nx: int, ny: int, nz: int, max_cells: int) -> list[Window]:
+    """Split an ``nx`` x ``ny`` grid with ``nz`` sub-grids into pages of at most ``max_cells`` cells.
+
+    Whole sub-grids share a page when they fit; a bigger sub-grid is cut into bands of whole
+    rows (and a row longer than a page into runs of columns). Every cell is on exactly one page,
+    in reading order. Pure.
+    """
+    if max_cells < 1:
+        raise ValueError(f"max_cells={max_cells!r}: must be at least 1")
+    nx, ny, nz = max(1, nx), max(1, ny), max(1, nz)
+    if nx * ny <= max_cells:
+        per = max_cells // (nx * ny)
+        return [(range(nx), range(ny), range(z, min(nz, z + per))) for z in range(0, nz, per)]
+    width = min(nx, max_cells)
+    rows = max(1, max_cells // width)
+    pages: list[Window] = []
+    for z in range(nz):
+        for y in range(0, ny, rows):
+            for x in range(0, nx, width):
+                pages.append((range(x, min(nx, x + width)), range(y, min(ny, y + rows)), range(z, z + 1)))
+    return pages
+
+
 def render_grid(
     axes: Sequence[Axis],
     cells: Sequence[Any],
@@ -148,12 +175,14 @@ def render_grid(
     z: str | Sequence[str] | None = None,
     thumb: int = THUMB_SIZE,
     max_cells: int | None = None,
+    window: Window | None = None,
 ) -> tuple["Image.Image", int]:
     """Draw the contact sheet; return it and how many cells it shows.
 
     ``cells`` are in product order of ``axes`` (each has ``.coords``, ``.status``, ``.error``,
     ``.request``); ``tile_of(cell, w, h)`` gives a cell's picture fitted to the tile (or None).
-    ``max_cells`` keeps the first z slices, rows and columns that fit (for inline previews).
+    ``window`` draws only those columns, rows and sub-grids (a page of :func:`grid_pages`);
+    ``max_cells`` draws the first page of that size (for inline previews).
     """
     from PIL import Image, ImageDraw
 
@@ -161,13 +190,14 @@ def render_grid(
     index = {a.name: i for i, a in enumerate(axes)}
     by_coords = {tuple(c.coords): c for c in cells}
 
-    nx = len(ax_x) if ax_x else 1
-    ny = len(ax_y) if ax_y else 1
-    z_combos = list(itertools.product(*(range(len(a)) for a in ax_z))) or [()]
-    if max_cells is not None:
-        nx = min(nx, max_cells)
-        ny = min(ny, max(1, max_cells // nx))
-        z_combos = z_combos[: max(1, max_cells // (nx * ny))]
+    all_combos = list(itertools.product(*(range(len(a)) for a in ax_z))) or [()]
+    if window is None and max_cells is not None:
+        window = grid_pages(len(ax_x) if ax_x else 1, len(ax_y) if ax_y else 1, len(all_combos), max_cells)[0]
+    if window is None:
+        window = (range(len(ax_x) if ax_x else 1), range(len(ax_y) if ax_y else 1), range(len(all_combos)))
+    xs, ys = list(window[0]), list(window[1])
+    z_combos = [all_combos[k] for k in window[2]]
+    nx, ny = len(xs), len(ys)
     shown = nx * ny * len(z_combos)
 
     # tile size from the requests' aspect ratios
@@ -187,10 +217,10 @@ def render_grid(
     def label(axis: Axis, i: int) -> str:
         return f"{axis.title}: {format_value(axis.values[i])}"
 
-    col_lines = [wrap(label(ax_x, i), font, tile_w - 2 * pad) for i in range(nx)] if ax_x else []
+    col_lines = [wrap(label(ax_x, i), font, tile_w - 2 * pad) for i in xs] if ax_x else []
     head_h = (max(len(lines) for lines in col_lines) * line_h + 2 * pad) if col_lines else 0
     row_w_limit = max(thumb, 160)
-    row_lines = [wrap(label(ax_y, j), font, row_w_limit - 2 * pad) for j in range(ny)] if ax_y else []
+    row_lines = [wrap(label(ax_y, j), font, row_w_limit - 2 * pad) for j in ys] if ax_y else []
     side_w = 0
     if row_lines:
         widest = max(font.getlength(line) for lines in row_lines for line in lines)
@@ -215,14 +245,14 @@ def render_grid(
             y0 = top + zh + head_h - pad - len(lines) * line_h
             for n, line in enumerate(lines):
                 draw.text((cx + (tile_w - font.getlength(line)) / 2, y0 + n * line_h), line, fill=_TEXT, font=font)
-        for j in range(ny):
-            cy = top + zh + head_h + j * (tile_h + gap)
+        for row, j in enumerate(ys):
+            cy = top + zh + head_h + row * (tile_h + gap)
             if row_lines:
-                lines = row_lines[j]
+                lines = row_lines[row]
                 y0 = cy + (tile_h - len(lines) * line_h) / 2
                 for n, line in enumerate(lines):
                     draw.text((side_w - pad - font.getlength(line), y0 + n * line_h), line, fill=_TEXT, font=font)
-            for i in range(nx):
+            for col, i in enumerate(xs):
                 coords = [0] * len(axes)
                 if ax_x:
                     coords[index[ax_x.name]] = i
@@ -231,7 +261,7 @@ def render_grid(
                 for a, k in zip(ax_z, combo):
                     coords[index[a.name]] = k
                 cell = by_coords.get(tuple(coords))
-                cx = side_w + i * (tile_w + gap)
+                cx = side_w + col * (tile_w + gap)
                 _draw_cell(sheet, draw, cell, tile_of, cx, cy, tile_w, tile_h, font, line_h, pad)
         top += bh + 2 * pad
     return sheet, shown

@@ -27,11 +27,11 @@ from .plan import Axis, SweepSummary, format_value, summarise
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["SweepCell", "SweepResult", "STATUSES", "INLINE_MAX_CELLS"]
+__all__ = ["SweepCell", "SweepPage", "SweepResult", "STATUSES", "INLINE_MAX_CELLS"]
 
 #: A cell's status: not run yet, generated now, taken from the store, failed, or cancelled.
 STATUSES = ("pending", "done", "cached", "failed", "cancelled")
-#: The most cells drawn inline in a notebook; the rest are counted ("n more").
+#: The most cells drawn inline in a notebook: one page (``result.page(n)`` shows the others).
 INLINE_MAX_CELLS = 64
 
 
@@ -422,30 +422,85 @@ class SweepResult:
 
     # -- notebook display ---------------------------------------------------------------------
 
-    def _preview(self, max_cells: int = INLINE_MAX_CELLS) -> tuple[bytes, int]:
-        thumb = 160 if len(self.cells) <= 16 else 112
+    def _pages(self, per_page: int = INLINE_MAX_CELLS) -> list[_grid.Window]:
+        ax_x, ax_y, ax_z = _grid.resolve_layout(self.axes)
+        nz = 1
+        for a in ax_z:
+            nz *= len(a)
+        return _grid.grid_pages(len(ax_x) if ax_x else 1, len(ax_y) if ax_y else 1, nz, per_page)
+
+    @property
+    def pages(self) -> int:
+        """How many pages the inline display has (:data:`INLINE_MAX_CELLS` cells each)."""
+        return len(self._pages())
+
+    def page(self, n: int = 1) -> "SweepPage":
+        """Page ``n`` (from 1) of the inline display: whole sub-grids, or bands of whole rows, of
+        at most :data:`INLINE_MAX_CELLS` cells. Displays itself in a notebook like the sweep does."""
+        pages = self._pages()
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(pages):
+            raise ValueError(f"page={n!r}: this sweep has pages 1 to {len(pages)}")
+        return SweepPage(self, n, len(pages), pages[n - 1])
+
+    def show(self, page: int = 1) -> "SweepPage":
+        """The same as :meth:`page`: ``r.show(page=3)`` in a notebook shows the third page."""
+        return self.page(page)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Compact: page 1, one JPEG of at most 64 small thumbnails inside a short HTML summary."""
+        if self.dry_run:
+            summary = self.summary()
+            body = f"<p><b>dry run</b> (nothing sent): {html.escape(str(summary))}</p>"
+            return {"text/plain": repr(self), "text/html": body + _axes_html(self.axes)}
+        return self.page(1)._repr_mimebundle_(include, exclude)
+
+
+class SweepPage:
+    """One page of a sweep's inline display (see :meth:`SweepResult.page`)."""
+
+    def __init__(self, result: SweepResult, number: int, count: int, window: "_grid.Window"):
+        self.result = result
+        self.number = number
+        self.count = count
+        self.window = window
+
+    def __repr__(self) -> str:
+        return f"<page {self.number} of {self.count} of {self.result!r}>"
+
+    def grid(self, thumb: int = 256) -> "Image.Image":
+        """This page's part of the contact sheet at any thumbnail size."""
+        image, _ = _grid.render_grid(
+            self.result.axes, self.result.cells, lambda c, w, h: c.tile(w, h), thumb=thumb, window=self.window
+        )
+        return image
+
+    def _jpeg(self) -> tuple[bytes, int]:
+        thumb = 160 if len(self.result.cells) <= 16 else 112
         image, shown = _grid.render_grid(
-            self.axes, self.cells, lambda c, w, h: c.tile(w, h), thumb=thumb, max_cells=max_cells
+            self.result.axes, self.result.cells, lambda c, w, h: c.tile(w, h), thumb=thumb, window=self.window
         )
         out = io.BytesIO()
         image.save(out, "JPEG", quality=80, optimize=True)
         return out.getvalue(), shown
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """Compact: one JPEG of at most 64 small thumbnails inside a short HTML summary."""
-        summary = self.summary()
-        text = repr(self)
-        if self.dry_run:
-            body = f"<p><b>dry run</b> (nothing sent): {html.escape(str(summary))}</p>"
-            return {"text/plain": text, "text/html": body + _axes_html(self.axes)}
-        jpeg, shown = self._preview()
-        more = len(self.cells) - shown
-        note = f"<p>showing {shown} of {len(self.cells)} cells ({more} more: use <code>.grid()</code>)</p>" if more > 0 else ""
+        result = self.result
+        jpeg, shown = self._jpeg()
+        total = len(result.cells)
+        note = ""
+        if self.count > 1:
+            following = f", <code>.page({self.number + 1})</code> the next" if self.number < self.count else ""
+            note = (
+                f"<p>showing {shown} of {total} cells, page {self.number} of {self.count}: "
+                f"<code>.page(n)</code> shows page n (1 to {self.count}){following}; "
+                f"<code>.grid()</code> draws every cell</p>"
+            )
         encoded = base64.b64encode(jpeg).decode()
         body = (
-            f"<div class='flux-nb-sweep'><p>{html.escape(str(summary))}</p>"
+            f"<div class='flux-nb-sweep'><p>{html.escape(str(result.summary()))}</p>"
             f"<img src='data:image/jpeg;base64,{encoded}' style='max-width:100%'/>{note}</div>"
         )
+        text = repr(result) if self.count == 1 else f"{result!r} (page {self.number} of {self.count})"
         return {"text/plain": text, "text/html": body}
 
 
