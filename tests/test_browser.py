@@ -1,6 +1,7 @@
 """The panel in a real browser: JupyterLab + headless Chromium, driven by Playwright.
 
-Opens ``notebooks/panel.ipynb``, runs it, types a prompt, clicks Generate and waits for the grid's
+Opens ``notebooks/panel.ipynb`` and runs it (the notebook generates once from code, and its
+thumbnails must show in the page), types a prompt, clicks Generate and waits for the grid's new
 image; then, against the same slow server, clicks Generate and Cancel and waits for the panel to
 say so. ``FLUX_NB_UPDATE_SCREENSHOT=1`` refreshes ``docs/img/panel.png``.
 """
@@ -15,6 +16,13 @@ import httpx
 import pytest
 
 from browser_util import JupyterLab, launch_chromium, missing_requirements, open_and_run_notebook
+
+# The notebook's kernel is idle, every queued cell having run.
+KERNEL_IDLE_JS = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const kernel = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return !!kernel && kernel.status === "idle" && !panel.content.widgets.some(c => c.promptNode && c.promptNode.textContent.includes("*"));
+}"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,27 +57,33 @@ def test_panel_generates_and_cancels_in_jupyterlab(lab, tmp_path):
             page.set_default_timeout(TIMEOUT_MS)
             open_and_run_notebook(page, lab, "panel.ipynb", TIMEOUT_MS)
 
-            prompt = page.locator(".flux-nb-prompt textarea")
-            prompt.wait_for()
-            prompt.fill("a lighthouse on a cliff at dusk, oil painting")
-            page.locator(".flux-nb-generate").click()
-            image = page.locator(".flux-nb-grid img.widget-image").first
-            image.wait_for(state="visible")
-            expect(page.locator(".flux-nb-status")).to_contain_text("Done")
+            # the notebook's own generate() + wait() cell: its image reaches the page
+            expect(page.locator(".flux-nb-status")).to_contain_text("Done #1")
+            page.locator(".flux-nb-grid img.widget-image").first.wait_for(state="visible")
             expect(page.locator(".flux-nb-history img")).to_have_count(1)
+            page.wait_for_function(KERNEL_IDLE_JS)  # every cell has run: the controls are ours now
+
+            prompt = page.locator(".flux-nb-prompt textarea")
+            prompt.fill("a red fox in snow, watercolour")
+            page.locator(".flux-nb-generate").click()
+            expect(page.locator(".flux-nb-status")).to_contain_text("Done #2")
+            page.locator(".flux-nb-grid img.widget-image").first.wait_for(state="visible")
+            expect(page.locator(".flux-nb-history img")).to_have_count(2)
 
             shot = REPO / "docs" / "img" / "panel.png" if os.environ.get("FLUX_NB_UPDATE_SCREENSHOT") == "1" else tmp_path / "panel.png"
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.locator(".flux-nb-panel").screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
 
-            # the server takes 3 s per image: cancel while it works
+            # the server takes 3 s per image: cancel while it works (a new prompt: the notebook fixed
+            # the seed, so the same settings would come from the cache at once)
+            prompt.fill("a heron in a misty lake")
             page.locator(".flux-nb-generate").click()
             expect(page.locator(".flux-nb-status")).to_contain_text("Generating")
             page.locator(".flux-nb-cancel").click()
             expect(page.locator(".flux-nb-status")).to_contain_text("Cancelled")
-            expect(page.locator(".flux-nb-history img")).to_have_count(1)
+            expect(page.locator(".flux-nb-history img")).to_have_count(2)
         finally:
             context.close()
     jobs = httpx.get(f"{lab.server.url}/stats").json()["jobs"]
-    assert jobs["completed"] == 1 and jobs["cancelled"] == 1
+    assert jobs["completed"] == 2 and jobs["cancelled"] == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,7 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 #: Notebooks checked here, with the least number of image outputs each must show.
 NOTEBOOKS = {
     "quickstart.ipynb": 4,
+    "panel.ipynb": 0,  # its images are widgets: check_panel looks at the saved widget state
 }
 
 #: A whole executed notebook may not grow past this (thumbnails only, never full-size images).
@@ -72,7 +75,7 @@ def test_notebook_runs_clean(name, tmp_path, monkeypatch, data_dir):
                 assert len(base64.b64decode(png)) < 200_000
     # generations went to the test's data folder, never the user's
     assert any(data_dir.rglob("*.jp*g")) or any(data_dir.rglob("*.png"))
-    extra_checks = {"quickstart.ipynb": check_quickstart}
+    extra_checks = {"quickstart.ipynb": check_quickstart, "panel.ipynb": check_panel}
     if name in extra_checks:
         extra_checks[name](notebook, workdir)
 
@@ -86,3 +89,39 @@ def check_quickstart(notebook: nbformat.NotebookNode, workdir: Path) -> None:
     assert "%%flux --size landscape_4_3 --steps 4 -g 4.5 -n 1 -s 7 --format jpeg --safety\na heron standing in a misty lake at dawn" in text
     check = next(c for c in notebook.cells if c.source.startswith("again = "))
     assert check.outputs[0]["data"]["text/plain"] == "True"
+
+
+def check_panel(notebook: nbformat.NotebookNode, workdir: Path) -> None:
+    """The panel generated from code: its grid and history hold real JPEG thumbnails in the saved
+    widget state, and the status and the copy-as-code cell describe that generation."""
+    from PIL import Image
+
+    states = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+
+    def classes(widget: dict) -> list[str]:
+        return widget["state"].get("_dom_classes", [])
+
+    every_class = {cls for w in states.values() for cls in classes(w)}
+    assert {"flux-nb-panel", "flux-nb-prompt", "flux-nb-generate", "flux-nb-cancel", "flux-nb-status",
+            "flux-nb-grid", "flux-nb-history", "flux-nb-sweep"} <= every_class
+    prompts = [w["state"]["value"] for w in states.values() if "flux-nb-prompt" in classes(w)]
+    assert prompts == ["a lighthouse on a cliff at dusk, oil painting"]
+
+    def jpeg_of(widget: dict) -> bytes:
+        buffers = {tuple(b["path"]): b for b in widget.get("buffers", [])}
+        assert ("value",) in buffers, widget.keys()
+        data = base64.b64decode(buffers[("value",)]["data"])
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "JPEG" and min(image.size) > 16
+        return data
+
+    images = [w for w in states.values() if w.get("model_name") == "ImageModel"]
+    grid = [w for w in images if "flux-nb-grid-image" in classes(w)]
+    assert len(grid) == 1 and jpeg_of(grid[0])  # the generated image, as a thumbnail
+    assert len(images) >= 2 and all(jpeg_of(w) for w in images)  # and its history-strip thumbnail
+    statuses = [w["state"]["value"] for w in states.values() if "flux-nb-status" in classes(w)]
+    assert len(statuses) == 1 and "Done #1" in statuses[0] and "seed 7" in statuses[0]
+    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "Done #1: 1 image(s), seed 7" in printed
+    assert "%%flux --size landscape_4_3 --steps 20 -g 3.5 -n 1 -s 7 --format jpeg --safety\n" in printed
+    assert len(json.dumps(notebook)) < 200_000  # thumbnails only

@@ -494,31 +494,3 @@ def test_history_entry_reproduces_seed():
         seed = 99
 
     assert HistoryEntry(1, request, R()).reproduce_request.seed == 99
-
-
-@pytest.mark.slow
-def test_panel_notebook_runs_in_a_real_kernel(tmp_path):
-    """notebooks/panel.ipynb top to bottom in a real kernel: the panel's widgets are in the saved
-    widget state and the outputs stay small."""
-    import json
-    from pathlib import Path
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    source = Path(__file__).resolve().parent.parent / "notebooks" / "panel.ipynb"
-    nb = nbformat.read(source, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    classes = {cls for w in states.values() for cls in w["state"].get("_dom_classes", [])}
-    assert {"flux-nb-panel", "flux-nb-prompt", "flux-nb-generate", "flux-nb-cancel", "flux-nb-status",
-            "flux-nb-grid", "flux-nb-history"} <= classes
-    prompts = [w["state"]["value"] for w in states.values() if "flux-nb-prompt" in w["state"].get("_dom_classes", [])]
-    assert prompts == ["a red fox in snow, watercolour"]
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "%%flux --size landscape_4_3 --steps 20" in printed
-    assert len(json.dumps(nbformat.from_dict(nb))) < 200_000
