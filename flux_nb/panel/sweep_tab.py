@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -87,7 +86,6 @@ class SweepTab(widgets.VBox):
         self._future: Any = None  # concurrent future of the running sweep (None when idle)
         self._task: asyncio.Task | None = None  # its task on the shared loop, once started
         self._cancel_requested = False
-        self._lock = threading.Lock()
         options = [("(none)", NONE), *SWEEP_AXES]
         self.x_axis = widgets.Dropdown(options=SWEEP_AXES, value="guidance_scale", description="X axis")
         self.x_axis.add_class("flux-nb-sweep-x")
