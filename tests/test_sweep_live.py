@@ -390,3 +390,37 @@ def test_deleted_store_files_fall_back_to_thumbnails_and_say_which_file(live_ser
     # the cache treats the missing files as a miss: the cell is made again, the other is cached
     again = sweep("a vanishing fox", guidance=[2, 5], seed=8, image_size="square", client=client, progress=False)
     assert [c.status for c in again.cells] == ["done", "cached"]
+
+
+def test_the_cache_and_journal_are_checked_once_per_sweep_not_per_cell(live_server, data_dir):
+    from collections import Counter
+
+    from flux_nb.store import Store
+
+    calls: Counter = Counter()
+
+    class CountingStore(Store):
+        def lookup(self, request, *, origin):
+            calls["lookup"] += 1
+            return super().lookup(request, origin=origin)
+
+        def pending(self, request=None, *, include_own=True):
+            calls["pending" if request is None else "pending(request)"] += 1
+            return super().pending(request, include_own=include_own)
+
+        def has_many(self, requests, *, origin):
+            calls["has_many"] += 1
+            return super().has_many(requests, origin=origin)
+
+    server = live_server(workers=4)
+    client = FluxClient(endpoint=server.url, store=CountingStore(data_dir))
+    try:
+        first = sweep("a counted fox", steps="1-8", seed=2, image_size="square", client=client, progress=False)
+        assert all(c.status == "done" for c in first.cells)
+        assert calls == {"has_many": 1, "pending": 1}  # no per-cell lookups for cells not in the cache
+        calls.clear()
+        again = sweep("a counted fox", steps="1-8", seed=2, image_size="square", client=client, progress=False)
+        assert all(c.status == "cached" for c in again.cells)
+        assert calls == {"has_many": 1, "pending": 1, "lookup": 8}  # one read per cached cell
+    finally:
+        client.close()

@@ -19,7 +19,7 @@ from .result import SweepCell, SweepResult
 if TYPE_CHECKING:  # pragma: no cover
     from ..params import FluxRequest
     from ..result import FluxResult
-    from ..store import Store
+    from ..store import PendingJob, Store
 
 __all__ = ["DEFAULT_CONCURRENCY", "SweepInterrupted", "Runner", "client_origin", "run_cells"]
 
@@ -51,26 +51,57 @@ def client_origin(aio: Any) -> str:
     return backend_origin(getattr(aio, "backend", None), getattr(aio, "app_id", None))
 
 
-async def obtain(request: "FluxRequest", aio: Any, store: "Store", cache: bool) -> "tuple[FluxResult, float | None]":
+async def obtain(
+    request: "FluxRequest",
+    aio: Any,
+    store: "Store",
+    cache: bool,
+    *,
+    in_store: bool | None = None,
+    journaled: "Sequence[PendingJob] | None" = None,
+) -> "tuple[FluxResult, float | None]":
     """One cell's generation: from the store, from a dead process's journaled job, or generated.
 
-    Returns it with the seconds from submitting the request to having its images (None when
-    nothing was submitted).
+    ``in_store`` and ``journaled`` are what a batched check found before the sweep started
+    (:meth:`Store.has_many`, :meth:`Store.pending`): False / a list skip asking the store again;
+    None asks it. Returns the generation with the seconds from submitting the request to having
+    its images (None when nothing was submitted).
     """
     if cache:
-        hit = await asyncio.to_thread(store.lookup, request, origin=client_origin(aio))
-        if hit is not None:
-            return hit, None
+        if in_store is not False:
+            hit = await asyncio.to_thread(store.lookup, request, origin=client_origin(aio))
+            if hit is not None:
+                return hit, None
         if getattr(aio, "fetch", None) is not None:
             from ..recover import fetch_journaled
 
-            for job in await asyncio.to_thread(store.pending, request, include_own=False):
+            if journaled is None:
+                journaled = await asyncio.to_thread(store.pending, request, include_own=False)
+            for job in journaled:
                 result = await fetch_journaled(job, aio, store)
                 if result is not None:
                     return result, None
     started = time.monotonic()
-    result = await aio.generate(request=request, cache=cache)
+    # the cache was checked just above (or is not wanted): the client need not look again
+    result = await aio.generate(request=request, cache=False)
     return result, (None if result.cached else time.monotonic() - started)
+
+
+async def _batched_checks(
+    groups: "dict[str, list[SweepCell]]", aio: Any, store: "Store"
+) -> "tuple[list[bool], dict[str, list[PendingJob]]]":
+    """For every group: is it in the store, and which dead processes' jobs are journaled for it.
+
+    Two store calls for the whole sweep instead of two per cell.
+    """
+    requests = [g[0].request for g in groups.values()]
+    in_store = await asyncio.to_thread(store.has_many, requests, origin=client_origin(aio))
+    journaled: dict[str, list[PendingJob]] = {}
+    if getattr(aio, "fetch", None) is not None:
+        for job in await asyncio.to_thread(store.pending, include_own=False):
+            if job.request.seed is not None:
+                journaled.setdefault(job.request.cache_key(), []).append(job)
+    return in_store, journaled
 
 
 async def run_cells(
@@ -91,12 +122,18 @@ async def run_cells(
     groups: dict[str, list[SweepCell]] = {}
     for cell in cells:
         groups.setdefault(cell.key, []).append(cell)
+    if cache:
+        in_store, journaled = await _batched_checks(groups, aio, store)
+    else:
+        in_store, journaled = [False] * len(groups), {}
 
-    async def one(group: list[SweepCell]) -> None:
+    async def one(group: list[SweepCell], found: bool) -> None:
         first = group[0]
         try:
             async with semaphore:
-                result, wall_time = await obtain(first.request, aio, store, cache)
+                result, wall_time = await obtain(
+                    first.request, aio, store, cache, in_store=found, journaled=journaled.get(first.key, [])
+                )
                 await asyncio.to_thread(first.finish, result, wall_time=wall_time)
         except asyncio.CancelledError:
             for cell in group:
@@ -113,7 +150,7 @@ async def run_cells(
                 except Exception:  # a display problem must not fail the cell
                     pass
 
-    tasks = [asyncio.ensure_future(one(g)) for g in groups.values()]
+    tasks = [asyncio.ensure_future(one(g, found)) for g, found in zip(groups.values(), in_store)]
     try:
         await asyncio.gather(*tasks)
     except asyncio.CancelledError:
