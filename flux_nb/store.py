@@ -34,7 +34,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -259,13 +259,15 @@ class Store:
     """The generations, history and job journal under one data folder.
 
     ``root`` defaults to :func:`default_data_dir` (read when the store is made). Safe to share
-    between threads; several processes (kernels) may use the same folder at once.
+    between threads; several processes (kernels) may use the same folder at once. Each thread
+    keeps one SQLite connection open (opening one costs more than most queries); it is opened
+    again when the index file was deleted or replaced, and never used across a fork.
     """
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser() if root is not None else default_data_dir()
         self._init_lock = threading.Lock()
-        self._ready = False
+        self._local = threading.local()
         self._warned = False
 
     def __repr__(self) -> str:
@@ -281,9 +283,28 @@ class Store:
 
     # -- connections --------------------------------------------------------------------------
 
-    @contextmanager
-    def _connect(self, *, create: bool = True) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection in a transaction. One per call: cheap, and thread- and fork-safe."""
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.db_path)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino)
+
+    def _thread_connection(self) -> sqlite3.Connection | None:
+        """This thread's open connection, if it still points at the index file on disk."""
+        cached = getattr(self._local, "conn", None)
+        if cached is None:
+            return None
+        conn, pid, file_id = cached
+        # while this connection is open its file keeps its inode, so a new file cannot look the same
+        if pid == os.getpid() and file_id == self._file_id():
+            return conn
+        self._local.conn = None
+        if pid == os.getpid():  # the file was deleted or replaced; a forked child just lets it go
+            _close_quietly(conn)
+        return None
+
+    def _open(self, create: bool) -> sqlite3.Connection:
         try:
             if not create and not self.db_path.exists():
                 raise FluxStoreError(f"no store index at {self.db_path}")
@@ -294,32 +315,48 @@ class Store:
             raise
         except (OSError, sqlite3.Error) as exc:
             raise FluxStoreError(f"cannot open the flux-nb store at {self.root}: {exc}") from exc
-        with closing(conn):
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            # per connection; with WAL, a commit does not wait for the disk (a power cut may lose the last one)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._ensure_schema(conn)
+        except sqlite3.Error as exc:
+            _close_quietly(conn)
+            raise FluxStoreError(f"the flux-nb store at {self.root} failed: {exc}") from exc
+        self._local.conn = (conn, os.getpid(), self._file_id())
+        return conn
+
+    @contextmanager
+    def _connect(self, *, create: bool = True) -> Iterator[sqlite3.Connection]:
+        """This thread's connection (opened on first use), in a transaction."""
+        conn = self._thread_connection() or self._open(create)
+        try:
+            conn.execute("BEGIN IMMEDIATE" if create else "BEGIN")
             try:
-                conn.execute("PRAGMA busy_timeout = 30000")
-                self._ensure_schema(conn)
-                conn.execute("BEGIN IMMEDIATE" if create else "BEGIN")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise FluxStoreError(f"the flux-nb store at {self.root} failed: {exc}") from exc
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # the connection may be left in a bad state: the next call opens a fresh one
+            self._local.conn = None
+            _close_quietly(conn)
+            raise FluxStoreError(f"the flux-nb store at {self.root} failed: {exc}") from exc
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
-        if self._ready:
+        """Create or migrate the index if this connection's file is not at our schema version.
+
+        Asked of the file itself on every new connection: the folder may have been deleted and
+        made again since (even by another process).
+        """
+        if _schema_version(conn) == _SCHEMA_VERSION:
             return
         with self._init_lock:
-            if self._ready:
-                return
             # WAL: readers never block the writer, and several kernels can share the folder.
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             _migrate(conn)
-            self._ready = True
 
     def _warn(self, exc: Exception) -> None:
         if not self._warned:
@@ -604,6 +641,14 @@ _SELECT = (
 )
 
 
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: a new (empty) file
+        return None
+    return int(row[0]) if row is not None else None
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring an index written by an older flux-nb up to :data:`_SCHEMA_VERSION` (idempotent, and
     safe when several processes open the same folder at once)."""
@@ -663,6 +708,13 @@ def _atomic_write(target: Path, data: bytes) -> None:
     except BaseException:
         _unlink_quietly(Path(tmp))
         raise
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -327,17 +327,44 @@ def test_save_takes_the_origin_from_the_job_journal(tmp_path):
 
 
 def test_has_many_answers_in_order_with_one_connection(tmp_path, monkeypatch):
-    import sqlite3
-
     store = Store(tmp_path)
     for seed in range(0, 1200, 2):  # every even seed is in the cache
         store.save(make_result(seed=seed, request_id=f"s{seed}"), origin=HERE_ORIGIN)
     requests = [FluxRequest("a red fox", seed=s) for s in range(1200)] + [FluxRequest("a red fox")]
-    opened = []
-    real_connect = sqlite3.connect
-    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(1) or real_connect(*a, **k))
+    opened = []  # transactions: Store._connect calls
+    real_connect = Store._connect
+    monkeypatch.setattr(Store, "_connect", lambda self, **k: opened.append(1) or real_connect(self, **k))
     flags = store.has_many(requests, origin=HERE_ORIGIN)
     assert len(opened) == 1
     assert flags == [s % 2 == 0 for s in range(1200)] + [False]
     assert store.has_many(requests[:4], origin="embedded") == [False] * 4
     assert store.has_many([], origin=HERE_ORIGIN) == []
+
+
+def test_each_thread_keeps_one_connection_and_reopens_when_the_index_is_replaced(tmp_path, monkeypatch):
+    import shutil
+    import sqlite3
+
+    store = Store(tmp_path / "data")
+    store.save(make_result(seed=1, request_id="a"), origin=HERE_ORIGIN)
+    opened = []
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(1) or real_connect(*a, **k))
+    for _ in range(20):
+        assert store.lookup(FluxRequest("a red fox", seed=1), origin=HERE_ORIGIN) is not None
+    store.journal_submit(FluxRequest("a", seed=2), {"request_id": "j"})
+    store.journal_done("j")
+    assert opened == []  # the thread's connection from the save is reused
+    # the whole data folder is deleted: the next call opens the new index, with its schema
+    shutil.rmtree(tmp_path / "data")
+    assert store.lookup(FluxRequest("a red fox", seed=1), origin=HERE_ORIGIN) is None
+    assert store.history() == []
+    store.save(make_result(seed=3, request_id="b"), origin=HERE_ORIGIN)
+    assert len(opened) == 1
+    assert [e.request_id for e in Store(tmp_path / "data").history()] == ["b"] and len(opened) == 2
+    # another thread gets its own connection
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(len(store.history())))
+    worker.start()
+    worker.join()
+    assert seen == [1] and len(opened) == 3  # the fresh Store above, and the worker thread

@@ -201,7 +201,6 @@ def test_flux_nb_sweep_is_the_function_whatever_was_imported_first(data_dir):
 
 def test_a_dry_run_checks_the_cache_with_one_connection(data_dir, monkeypatch):
     import io
-    import sqlite3
 
     from PIL import Image
 
@@ -215,9 +214,9 @@ def test_a_dry_run_checks_the_cache_with_one_connection(data_dir, monkeypatch):
         Image.new("RGB", (8, 8)).save(buffer, "JPEG")
         image = FluxImage(buffer.getvalue(), "image/jpeg", 8, 8)
         store.save(FluxResult([image], 1, request, backend="embedded"), origin="embedded")
-    opened = []
-    real_connect = sqlite3.connect
-    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(1) or real_connect(*a, **k))
+    opened = []  # transactions: Store._connect calls
+    real_connect = Store._connect
+    monkeypatch.setattr(Store, "_connect", lambda self, **k: opened.append(1) or real_connect(self, **k))
     result = sweep("x", steps="1-50", guidance="0.5-30 (+0.5)", seed=1, dry_run=True)
     assert len(result) == 3000 and len(opened) == 1
     summary = result.summary()
