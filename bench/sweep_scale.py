@@ -1,5 +1,5 @@
 """A 1,000-cell sweep against ``flux-nb serve --latency 0.2 --workers 16``: wall time vs the
-server-bound ideal, and peak memory.
+server-bound ideal, the client's CPU time, and peak memory.
 
 The ideal is what the server alone allows: ``ceil(cells / workers) * latency`` (every worker busy
 all the time, zero overhead). Memory stays bounded because finished cells keep only a small JPEG
@@ -46,12 +46,12 @@ def main() -> None:
         rss_before = current_rss_mb()
         if args.tracemalloc:
             tracemalloc.start()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = sweep(
             "a lighthouse at dusk", seed=f"1-{args.cells}", image_size=args.size, client=client,
             concurrency=concurrency, max_cells=args.cells, progress=False, live=False,
         )
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         traced_peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else float("nan")
         if args.tracemalloc:
             tracemalloc.stop()
@@ -78,6 +78,8 @@ def main() -> None:
         ["server-bound ideal, s", ideal],
         ["wall / ideal", f"{wall / ideal:.2f}x" if ideal else "-"],
         ["cells per second", args.cells / wall],
+        ["client CPU, s (all threads)", cpu],
+        ["client CPU per cell, ms", 1000 * cpu / args.cells],
         ["RSS before, MiB", rss_before],
         ["peak RSS, MiB", rss_peak],
         ["Python allocations peak (tracemalloc), MiB", traced_peak],
