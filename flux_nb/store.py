@@ -32,6 +32,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from contextlib import contextmanager
@@ -63,6 +64,8 @@ DB_NAME = "flux.sqlite3"
 _SCHEMA_VERSION = 2
 #: The origin of everything the embedded local server makes (the preview engine, in any process).
 EMBEDDED_ORIGIN = "embedded"
+# tries at creating the index when another process is creating it at the same moment
+_SETUP_ATTEMPTS = 10
 # SQLite's default limit on ``?`` parameters is 999 (older builds); stay well under it
 _CHUNK = 500
 # One token per process, so recovery can tell this process's live jobs from a dead one's.
@@ -353,10 +356,21 @@ class Store:
         if _schema_version(conn) == _SCHEMA_VERSION:
             return
         with self._init_lock:
-            # WAL: readers never block the writer, and several kernels can share the folder.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
-            _migrate(conn)
+            for attempt in range(_SETUP_ATTEMPTS):
+                try:
+                    # WAL: readers never block the writer, and several kernels can share the folder.
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript(_SCHEMA)
+                    _migrate(conn)
+                    return
+                except sqlite3.OperationalError as exc:
+                    # Processes creating the same new index at once can meet in SQLite's lock
+                    # upgrade, which fails at once instead of waiting: wait a little and try again.
+                    busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                    if not busy or attempt == _SETUP_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.02 * (attempt + 1))
 
     def _warn(self, exc: Exception) -> None:
         if not self._warned:

@@ -368,3 +368,36 @@ def test_each_thread_keeps_one_connection_and_reopens_when_the_index_is_replaced
     worker.start()
     worker.join()
     assert seen == [1] and len(opened) == 3  # the fresh Store above, and the worker thread
+
+
+def test_creating_the_index_retries_when_another_process_holds_the_lock(tmp_path, monkeypatch):
+    import sqlite3
+
+    import flux_nb.store as store_module
+
+    # a genuine "database is locked" from SQLite, as a process creating the same index would cause
+    holder = sqlite3.connect(tmp_path / "other.db", isolation_level=None)
+    holder.execute("CREATE TABLE t (a)")
+    holder.execute("BEGIN EXCLUSIVE")
+    blocked = sqlite3.connect(tmp_path / "other.db", timeout=0)
+    with pytest.raises(sqlite3.OperationalError) as info:
+        blocked.execute("INSERT INTO t VALUES (1)")
+    busy = info.value
+    holder.close()
+    blocked.close()
+    real_migrate = store_module._migrate
+    failures = [busy, busy]
+
+    def migrate_after_two_busy_tries(conn):
+        if failures:
+            raise failures.pop()
+        return real_migrate(conn)
+
+    monkeypatch.setattr(store_module, "_migrate", migrate_after_two_busy_tries)
+    store = Store(tmp_path / "data")
+    store.save(make_result(request_id="after-busy"), origin=HERE_ORIGIN)
+    assert failures == [] and store.find_request_id("after-busy") is not None
+    # any other SQLite error is not retried: a clear store error
+    monkeypatch.setattr(store_module, "_migrate", lambda conn: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+    with pytest.raises(FluxStoreError):
+        Store(tmp_path / "fresh").save(make_result(request_id="never"), origin=HERE_ORIGIN)
