@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "SweepResult": "flux_nb.sweeps",
     "SweepCell": "flux_nb.sweeps",
     "SweepInterrupted": "flux_nb.sweeps",
+    "SweepPage": "flux_nb.sweeps",
     "recover": "flux_nb.recover",
     # saving and history
     "Store": "flux_nb.store",

@@ -21,27 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
-import io
 import json
 import logging
-import mimetypes
 import os
-import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from . import _loop
 from .backend import Backend, origin, resolve_backend
 from .errors import (
-    FluxAmbiguousSubmitError,
+    FieldError,
     FluxCancelledError,
     FluxConfigError,
     FluxConnectionError,
@@ -53,17 +47,14 @@ from .errors import (
     FluxProtocolError,
     FluxTimeoutError,
     FluxValidationError,
-    FieldError,
 )
-from .params import APP_ID, FluxRequest, LoraWeight
+from .images import MAX_IMAGE_PIXELS, download_images
+from .params import APP_ID, FluxRequest
 from .protocol import (
-    COMPLETED,
     RETRY_STATUS,
     JobHandle,
     JobStatus,
-    Output,
     RetryPolicy,
-    decode_data_uri,
     error_from_response,
     parse_handle,
     parse_output,
@@ -72,13 +63,17 @@ from .protocol import (
     submit_url,
     with_logs,
 )
-from .result import FluxImage, FluxResult
+from .result import FluxResult
+from .session import MAX_ANSWER_BYTES, ApiSession
+from .uploads import Uploader
 
 __all__ = [
     "AsyncFluxClient",
     "FluxClient",
     "JobHandle",
     "JobStatus",
+    "MAX_ANSWER_BYTES",
+    "MAX_IMAGE_PIXELS",
     "get_client",
     "reset_default_client",
     "generate",
@@ -88,51 +83,6 @@ __all__ = [
 log = logging.getLogger("flux_nb")
 
 StatusCallback = Callable[[JobStatus], Any]
-
-#: Largest answer flux-nb reads (a result JSON with data URIs, an image) and largest image it decodes:
-#: guards against hostile or broken servers.
-MAX_ANSWER_BYTES = 64 * 1024 * 1024
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-_LORA_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-
-
-def _looks_like_local_path(path: str) -> bool:
-    """A path meant as a file on this machine (not a URL or a Hugging Face repo id)."""
-    if "://" in path:
-        return False
-    return path.startswith(("/", "./", "../", "~", "\\")) or path.lower().endswith(_LORA_SUFFIXES)
-
-
-def _is_local_file(path: str) -> bool:
-    if "://" in path:
-        return False
-    try:
-        return Path(path).expanduser().is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _inspect_image(data: bytes, claimed_type: str | None) -> tuple[int, int, str]:
-    """Check that ``data`` is a whole, sane image; return (width, height, content type)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise FluxProtocolError(f"the server sent a {width}x{height} image, larger than flux-nb accepts")
-            fmt = (image.format or "").upper()
-            image.load()  # a truncated file fails here
-    except FluxProtocolError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise FluxProtocolError(f"an image from the server is not a valid image ({type(exc).__name__})") from None
-    ctype = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(fmt, claimed_type or "image/jpeg")
-    return width, height, ctype
 
 
 class AsyncFluxClient:
@@ -171,27 +121,32 @@ class AsyncFluxClient:
         max_followed: int = 16,
     ):
         self.backend: Backend = resolve_backend(endpoint, key, allow_insecure_http=allow_insecure_http)
+        if not isinstance(max_followed, int) or max_followed < 1:
+            raise FluxConfigError(f"max_followed={max_followed!r}: must be a whole number of at least 1")
         self.app_id = app_id
         self.timeout = float(timeout)
         self.request_timeout = float(request_timeout)
         self.retry = retry or RetryPolicy()
-        self._transport = transport
+        self.max_followed = max_followed
         self._store_option = store
-        self._http: httpx.AsyncClient | None = None
-        self._http_loop: asyncio.AbstractEventLoop | None = None
         self._lifespan: Any = None
-        self._embedded_app: Any = None
-        self._start_lock: asyncio.Lock | None = None
-        self._uploads: dict[str, asyncio.Future[str]] = {}  # sha256 of a LoRA file -> its upload
-        self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256
-        self._announce = announce
-        if max_followed < 1:
-            raise ValueError(f"max_followed={max_followed!r}: must be at least 1")
-        self.max_followed = int(max_followed)
+        self._session = ApiSession(
+            self.backend,
+            retry=self.retry,
+            request_timeout=self.request_timeout,
+            pool_size=max_followed * 2,
+            transport=transport,
+            start_transport=self._start_embedded if transport is None and self.backend.kind == "embedded" else None,
+            announce=announce,
+        )
+        self._uploader = Uploader(self._session)
         self._follow_slots: asyncio.Semaphore | None = None
         self._submit_slots: asyncio.Semaphore | None = None
-        #: HTTP calls made, by kind (submit, status, stream, result, cancel, image, upload).
-        self.counters: dict[str, int] = {}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """HTTP calls made, by kind (submit, status, stream, result, cancel, image, upload)."""
+        return self._session.counters
 
     def __repr__(self) -> str:
         return f"<AsyncFluxClient {self.backend.describe()}>"
@@ -208,58 +163,20 @@ class AsyncFluxClient:
 
         return get_store()
 
-    async def _client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._http is not None and self._http_loop is loop:
-            return self._http
-        if self._http is not None and self._http_loop is not loop:
-            raise FluxError(
-                "this AsyncFluxClient is bound to another event loop; create one client per loop "
-                "(or use FluxClient / flux_nb.agenerate, which share flux-nb's own loop)"
-            )
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self._http is None:
-                transport = self._transport
-                if transport is None and self.backend.kind == "embedded":
-                    transport = await self._start_embedded()
-                # Room for every followed job's stream plus its result and image calls, all kept
-                # alive: a pool that runs full queues requests, and httpcore scans that queue
-                # against every connection on each event (quadratic CPU in big gathers).
-                size = self.max_followed * 2
-                limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
-                self._http = httpx.AsyncClient(
-                    transport=transport,
-                    limits=limits,
-                    timeout=httpx.Timeout(self.request_timeout, connect=min(10.0, self.request_timeout)),
-                    follow_redirects=False,
-                    headers={"User-Agent": "flux-nb/0.1"},
-                    trust_env=self.backend.kind == "fal",
-                    # HTTP/2 (negotiated over TLS) multiplexes a sweep's streams on few connections.
-                    http2=self.backend.queue_url.startswith("https://"),
-                )
-                self._http_loop = loop
-                if self._announce:
-                    print(f"flux-nb: {self.backend.describe()}", file=sys.stderr)
-        return self._http
-
     async def _start_embedded(self) -> httpx.AsyncBaseTransport:
         from ._asgi import AppLifespan, StreamingASGITransport
         from .server.app import create_app
         from .server.engines import load_engine
 
-        self._embedded_app = create_app(load_engine("preview"), workers=4)
-        self._lifespan = AppLifespan(self._embedded_app)
+        app = create_app(load_engine("preview"), workers=4)
+        self._lifespan = AppLifespan(app)
         await self._lifespan.startup()
         _embedded_clients.add(self)
-        return StreamingASGITransport(self._embedded_app)
+        return StreamingASGITransport(app)
 
     async def aclose(self) -> None:
         """Close connections (and stop the embedded server, if this client started one)."""
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._session.aclose()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
             self._lifespan = None
@@ -269,134 +186,6 @@ class AsyncFluxClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
-
-    def _key_text(self) -> str | None:
-        return self.backend.key.reveal() if self.backend.key is not None else None
-
-    def _count(self, kind: str) -> None:
-        self.counters[kind] = self.counters.get(kind, 0) + 1
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        kind: str,
-        json_body: Any = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool = True,
-        request_id: str | None = None,
-        deadline: float | None = None,
-        accept_status: tuple[int, ...] = (),
-        attempts: int | None = None,
-        attempt_timeout: float | None = None,
-    ) -> "_Answer":
-        """One API call with retries; answers 2xx (or ``accept_status``) or raises a FluxError."""
-        attempts = self.retry.attempts if attempts is None else attempts
-        http = await self._client()
-        all_headers = dict(self.backend.auth_headers_for(url))
-        all_headers.update(headers or {})
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise FluxTimeoutError(f"{kind} did not finish before the deadline", request_id=request_id)
-            per_try = attempt_timeout or self.request_timeout
-            limit = per_try if remaining is None else min(per_try, remaining)
-            self._count(kind)
-            try:
-                response = await asyncio.wait_for(
-                    self._request(http, method, url, json_body, content, all_headers), timeout=limit
-                )
-            except asyncio.TimeoutError:
-                error: Exception = FluxTimeoutError(
-                    f"{kind} got no complete answer within {limit:.1f} s", request_id=request_id
-                )
-                if not idempotent:
-                    raise FluxAmbiguousSubmitError(
-                        f"the {kind} was sent but its answer did not arrive within {limit:.1f} s; the job "
-                        "may exist on the server, so it was not sent again",
-                        request_id=request_id,
-                    ) from None
-                retry_after = None
-            except _CONNECT_ERRORS as exc:
-                error = FluxConnectionError(
-                    f"could not connect to {urlsplit(url).netloc} ({type(exc).__name__})", request_id=request_id
-                )
-                retry_after = None
-            except httpx.TransportError as exc:
-                if not idempotent:
-                    raise FluxAmbiguousSubmitError(
-                        f"the connection dropped after the {kind} was sent ({type(exc).__name__}); the job "
-                        "may exist on the server, so it was not sent again",
-                        request_id=request_id,
-                    ) from None
-                error = FluxConnectionError(
-                    f"the connection to {urlsplit(url).netloc} failed during {kind} ({type(exc).__name__})",
-                    request_id=request_id,
-                )
-                retry_after = None
-            else:
-                if response.status_code < 300 or response.status_code in accept_status:
-                    return response
-                if 300 <= response.status_code < 400:
-                    raise FluxProtocolError(
-                        f"the server redirected the {kind} (HTTP {response.status_code}); flux-nb does not "
-                        "follow redirects on API calls",
-                        request_id=request_id,
-                    )
-                http_error = error_from_response(
-                    response.status_code, response.headers, response.content, request_id=request_id,
-                    what=kind, redact=self._key_text(),
-                )
-                if response.status_code not in RETRY_STATUS:
-                    raise http_error
-                # A submit is re-sent only when the answer says the job was not taken: 429 and 503
-                # refuse it outright, anything else only with X-Fal-Retryable: true (a 500/502/504
-                # from a gateway may come after the job was created).
-                if not idempotent and response.status_code not in (429, 503) and http_error.retryable is not True:
-                    raise http_error
-                error = http_error
-                retry_after = getattr(http_error, "retry_after", None)
-            if attempt >= attempts:
-                raise error
-            delay = self.retry.delay(attempt, retry_after)
-            if deadline is not None and time.monotonic() + delay >= deadline:
-                raise error
-            log.debug("retrying %s after %s (%.2f s)", kind, type(error).__name__, delay)
-            await asyncio.sleep(delay)
-
-    async def _request(
-        self,
-        http: httpx.AsyncClient,
-        method: str,
-        url: str,
-        json_body: Any,
-        content: bytes | None,
-        headers: Mapping[str, str],
-    ) -> "_Answer":
-        request = http.build_request(method, url, json=json_body, content=content, headers=headers)
-        response = await http.send(request, stream=True)
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise FluxProtocolError(f"the server's answer to {urlsplit(url).path} is larger than flux-nb accepts")
-                chunks.append(chunk)
-        finally:
-            await response.aclose()
-        return _Answer(response.status_code, response.headers, b"".join(chunks))
-
-    @staticmethod
-    def _json(response: "_Answer", what: str, request_id: str | None = None) -> Any:
-        try:
-            return json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
-            raise FluxProtocolError(f"the server's {what} is not valid JSON", request_id=request_id) from None
 
     def _deadline(self, timeout: float | None) -> float:
         return time.monotonic() + (self.timeout if timeout is None else float(timeout))
@@ -410,7 +199,7 @@ class AsyncFluxClient:
 
     async def submit(self, request: FluxRequest, *, timeout: float | None = None) -> JobHandle:
         """Queue a job; returns its handle. Local LoRA files are uploaded first."""
-        request = await self._prepare(request)
+        request = await self._uploader.prepare(request)
         url = submit_url(self.backend.queue_url, self.app_id)
         deadline = self._deadline(timeout if timeout is not None else self.request_timeout * 4)
         if self._submit_slots is None:
@@ -418,19 +207,19 @@ class AsyncFluxClient:
         # A burst of submits beyond the pool's size would queue inside httpcore, ahead of the
         # result and image calls of jobs already done; taking turns here keeps those moving.
         async with self._submit_slots:
-            response = await self._send(
+            response = await self._session.send(
                 "POST", url, kind="submit", json_body=request.to_dict(), idempotent=False, deadline=deadline
             )
-        return parse_handle(self._json(response, "submit answer"))
+        return parse_handle(response.json("submit answer"))
 
     async def status(self, handle: JobHandle, *, logs: bool = True, started: float | None = None) -> JobStatus:
         """The job's current status (one GET)."""
         url = with_logs(handle.status_url) if logs else handle.status_url
-        response = await self._send(
+        response = await self._session.send(
             "GET", url, kind="status", request_id=handle.request_id, deadline=self._deadline(self.request_timeout * 4)
         )
         elapsed = time.monotonic() - started if started else 0.0
-        return parse_status(self._json(response, "status", handle.request_id), request_id=handle.request_id, elapsed=elapsed)
+        return parse_status(response.json("status", handle.request_id), request_id=handle.request_id, elapsed=elapsed)
 
     async def stream_status(
         self, handle: JobHandle, *, started: float | None = None, deadline: float | None = None
@@ -488,28 +277,17 @@ class AsyncFluxClient:
             poll_wait = min(2.0, poll_wait * 1.5)
 
     async def _sse(self, handle: JobHandle, started: float, deadline: float) -> AsyncIterator[JobStatus]:
-        http = await self._client()
         url = stream_url(handle.status_url)
-        headers = {"Accept": "text/event-stream", **self.backend.auth_headers_for(url)}
-        # Read timeout above the server's 15 s keep-alive comments; the deadline bounds the rest.
-        timeout = httpx.Timeout(self.request_timeout, read=max(45.0, self.request_timeout))
         attempt = 0
         while True:
             attempt += 1
-            self._count("stream")
-            try:
-                request = http.build_request("GET", url, headers=headers, timeout=timeout)
-                response = await asyncio.wait_for(http.send(request, stream=True), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                raise FluxTimeoutError("the job did not finish before the deadline", request_id=handle.request_id) from None
-            except httpx.TransportError as exc:  # includes a slow open: retried by stream_status
-                raise FluxConnectionError(f"status stream failed ({type(exc).__name__})", request_id=handle.request_id) from None
+            response = await self._session.open_stream(url, deadline, handle.request_id)
             try:
                 if response.status_code != 200:
                     body = await response.aread()
                     error = error_from_response(
                         response.status_code, response.headers, body, request_id=handle.request_id,
-                        what="status stream", redact=self._key_text(),
+                        what="status stream", redact=self._session.key_text(),
                     )
                     if response.status_code in RETRY_STATUS and attempt < self.retry.attempts:
                         await asyncio.sleep(self.retry.delay(attempt, getattr(error, "retry_after", None)))
@@ -537,26 +315,36 @@ class AsyncFluxClient:
         """
         deadline = self._bounded(deadline)
         try:
-            response = await self._send(
+            response = await self._session.send(
                 "GET", handle.response_url, kind="result", request_id=handle.request_id, deadline=deadline,
             )
         except FluxHTTPError as exc:
             if exc.error_type == "request_cancelled":
                 raise FluxCancelledError("the job was cancelled on the server", request_id=handle.request_id) from None
             raise
-        output = parse_output(self._json(response, "result", handle.request_id), request_id=handle.request_id)
+        output = parse_output(response.json("result", handle.request_id), request_id=handle.request_id)
         if request is None:
             request = FluxRequest(output.prompt or "(unknown prompt)")
-        return await self._build_result(handle.request_id, output, request, deadline)
+        images = await download_images(self._session, output, handle.request_id, deadline)
+        return FluxResult(
+            images=images,
+            seed=output.seed,
+            request=request,
+            prompt=output.prompt or request.prompt,
+            has_nsfw_concepts=list(output.has_nsfw_concepts),
+            timings=dict(output.timings),
+            request_id=handle.request_id,
+            backend=self.backend.kind,
+        )
 
     async def cancel(self, handle: JobHandle) -> str:
         """Ask the server to cancel; returns CANCELLATION_REQUESTED, ALREADY_COMPLETED or NOT_FOUND."""
-        response = await self._send(
+        response = await self._session.send(
             "PUT", handle.cancel_url, kind="cancel", request_id=handle.request_id,
             deadline=self._deadline(self.request_timeout), accept_status=(400, 404),
         )
         try:
-            status = self._json(response, "cancel answer", handle.request_id).get("status")
+            status = response.json("cancel answer", handle.request_id).get("status")
         except (FluxProtocolError, AttributeError):
             status = None
         if isinstance(status, str):
@@ -593,9 +381,8 @@ class AsyncFluxClient:
             request = request.replace(**fields)
         store = self.store
         if cache and store is not None and request.seed is not None:
-            from .store import backend_origin  # only results this backend made: never the preview's for fal
-
-            hit = await asyncio.to_thread(store.lookup, request, origin=backend_origin(self.backend, self.app_id))
+            # Only results this backend made: never the preview's placeholders for fal.
+            hit = await asyncio.to_thread(store.lookup, request, origin=self.origin)
             if hit is not None:
                 return hit
         deadline = self._deadline(timeout)
@@ -679,14 +466,14 @@ class AsyncFluxClient:
                 await asyncio.to_thread(_journal, store, "journal_done", handle.request_id)
             raise
         if store is not None:
-            result = await asyncio.to_thread(_persist, store, result)
+            result = await asyncio.to_thread(_persist, store, result, self.origin)
         return result
 
     async def _raise_job_error(self, handle: JobHandle, status: JobStatus) -> None:
         # The result endpoint replays the model's own error (e.g. 422 naming a LoRA): prefer it.
         # One try only: a replayed 500 is the model's answer, not a passing fault.
         try:
-            await self._send(
+            await self._session.send(
                 "GET", handle.response_url, kind="result", request_id=handle.request_id,
                 deadline=self._deadline(self.request_timeout), attempts=1,
             )
@@ -708,151 +495,18 @@ class AsyncFluxClient:
             await asyncio.to_thread(_journal, store, "journal_done", handle.request_id)
 
     def _journal_info(self, handle: JobHandle) -> dict[str, str]:
-        return {**handle.to_dict(), "endpoint": self.backend.queue_url, "backend": self.backend.kind}
+        return {**handle.to_dict(), "endpoint": self.backend.queue_url, "backend": self.backend.kind, "app_id": self.app_id}
 
-    # -- images -------------------------------------------------------------------------------
+    @property
+    def origin(self) -> str:
+        """Where this client's images are made, as the store's cache records it."""
+        from .store import backend_origin
 
-    async def _build_result(
-        self, request_id: str, output: Output, request: FluxRequest, deadline: float | None = None
-    ) -> FluxResult:
-        downloads = [self._download(ref.url, request_id, deadline) for ref in output.images]
-        payloads = await asyncio.gather(*downloads)
-        images = []
-        for i, (ref, (data, ctype)) in enumerate(zip(output.images, payloads)):
-            width, height, ctype = await asyncio.to_thread(_inspect_image, data, ctype or ref.content_type)
-            images.append(
-                FluxImage(
-                    data=data,
-                    content_type=ctype,
-                    width=width,
-                    height=height,
-                    url=None if ref.url.startswith("data:") else ref.url,
-                    file_name=ref.file_name,
-                    nsfw=output.has_nsfw_concepts[i] if i < len(output.has_nsfw_concepts) else False,
-                )
-            )
-        return FluxResult(
-            images=images,
-            seed=output.seed,
-            request=request,
-            prompt=output.prompt or request.prompt,
-            has_nsfw_concepts=list(output.has_nsfw_concepts),
-            timings=dict(output.timings),
-            request_id=request_id,
-            backend=self.backend.kind,
-        )
-
-    async def _download(self, url: str, request_id: str, deadline: float | None = None) -> tuple[bytes, str | None]:
-        if url.startswith("data:"):  # sync_mode; its size was bounded when the result was read
-            return decode_data_uri(url)
-        scheme = urlsplit(url).scheme
-        if scheme not in {"http", "https"}:
-            raise FluxProtocolError(f"an image URL uses the unsupported scheme {scheme!r}", request_id=request_id)
-        if scheme == "http" and self.backend.kind == "fal":
-            raise FluxProtocolError("fal.ai sent a plain-http image URL; refusing it", request_id=request_id)
-        deadline = self._bounded(deadline)
-        for _hop in range(4):
-            response = await self._send(
-                "GET", url, kind="image", request_id=request_id, deadline=deadline, accept_status=(301, 302, 303, 307, 308)
-            )
-            if response.status_code < 300:
-                return response.content, response.headers.get("content-type")
-            target = urljoin(url, response.headers.get("location", ""))
-            if urlsplit(target)[:2] != urlsplit(url)[:2]:
-                raise FluxProtocolError(
-                    f"an image URL redirected to another host ({urlsplit(target).netloc or '?'}); refusing it",
-                    request_id=request_id,
-                )
-            url = target
-        raise FluxProtocolError("an image URL redirected too many times", request_id=request_id)
-
-    # -- LoRA uploads -------------------------------------------------------------------------
-
-    async def _prepare(self, request: FluxRequest) -> FluxRequest:
-        """Upload LoRAs that name local files (once per file content) and use their URLs."""
-        if not request.loras:
-            return request
-        loras, errors = [], []
-        for i, lora in enumerate(request.loras):
-            if _is_local_file(lora.path):
-                loras.append(LoraWeight(await self.upload_file(lora.path), lora.scale))
-            elif _looks_like_local_path(lora.path):
-                errors.append(FieldError(f"loras.{i}.path", lora.path, "no such file (give a URL, a repo id or an existing file)"))
-            else:
-                loras.append(lora)
-        if errors:
-            raise FluxValidationError(errors)
-        return request.replace(loras=loras)
+        return backend_origin(self.backend, self.app_id)
 
     async def upload_file(self, path: str | os.PathLike[str]) -> str:
-        """Upload a file with fal's storage protocol; returns its URL.
-
-        Each file content is sent once per client, even when many cells of a sweep ask for it at
-        the same moment: they share the one upload in flight.
-        """
-        file = Path(path).expanduser()
-        digest = await asyncio.to_thread(self._digest, file)
-        pending = self._uploads.get(digest)
-        if pending is None:
-            pending = self._uploads[digest] = asyncio.ensure_future(self._upload(file))
-        try:
-            return await asyncio.shield(pending)
-        except BaseException:
-            if pending.done() and (pending.cancelled() or pending.exception() is not None):
-                self._uploads.pop(digest, None)  # let a later call try again
-            raise
-
-    def _digest(self, file: Path) -> str:
-        # Hash once per (path, size, mtime): a sweep names the same LoRA in every cell.
-        info = file.stat()
-        key = (str(file.resolve()), info.st_size, info.st_mtime_ns)
-        digest = self._digests.get(key)
-        if digest is None:
-            sha = hashlib.sha256()
-            with file.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    sha.update(block)
-            digest = self._digests[key] = sha.hexdigest()
-        return digest
-
-    async def _upload(self, file: Path) -> str:
-        data = await asyncio.to_thread(file.read_bytes)
-        # Big LoRAs on slow links: allow about 256 KiB/s per try on top of the usual limit.
-        per_try = self.request_timeout + len(data) / (256 * 1024)
-        deadline = self._deadline(per_try * 3)
-        token_url = f"{self.backend.storage_url}/storage/auth/token?storage_type=fal-cdn-v3"
-        response = await self._send("POST", token_url, kind="upload", json_body={}, deadline=deadline)
-        grant = self._json(response, "storage token answer")
-        if not isinstance(grant, Mapping) or not all(isinstance(grant.get(k), str) for k in ("token", "token_type", "base_url")):
-            raise FluxProtocolError("the storage token answer lacks token, token_type or base_url")
-        ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        upload = await self._send(
-            "POST",
-            f"{grant['base_url'].rstrip('/')}/files/upload",
-            kind="upload",
-            content=data,
-            headers={
-                "Authorization": f"{grant['token_type']} {grant['token']}",
-                "Content-Type": ctype,
-                "X-Fal-File-Name": file.name,
-            },
-            deadline=deadline,
-            attempt_timeout=per_try,
-        )
-        answer = self._json(upload, "upload answer")
-        url = answer.get("access_url") if isinstance(answer, Mapping) else None
-        if not isinstance(url, str):
-            raise FluxProtocolError("the upload answer has no access_url")
-        return url
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """A whole HTTP answer, read within the call's deadline and size limit."""
-
-    status_code: int
-    headers: httpx.Headers
-    content: bytes
+        """Upload a file with fal's storage protocol; returns its URL (once per file content)."""
+        return await self._uploader.upload(path)
 
 
 async def _iter_sse_data(response: httpx.Response, deadline: float, request_id: str) -> AsyncIterator[str]:
@@ -889,10 +543,10 @@ def _journal(store: Any, method: str, *args: Any) -> None:
         log.warning("flux-nb could not update its journal: %s", exc)
 
 
-def _persist(store: Any, result: FluxResult) -> FluxResult:
+def _persist(store: Any, result: FluxResult, origin: str) -> FluxResult:
     """Save before showing; on a disk error keep the in-memory result and say so once."""
     try:
-        saved = store.save(result)
+        saved = store.save(result, origin=origin)
         store.journal_done(result.request_id)
         return saved
     except OSError as exc:
@@ -1005,7 +659,7 @@ def _close_embedded_at_exit() -> None:
     if loop is None or _loop.in_loop_thread():
         return
     for client in list(_embedded_clients):
-        if client._http_loop is loop:
+        if client._session.loop is loop:
             try:
                 asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=5)
             except Exception:  # exiting anyway
