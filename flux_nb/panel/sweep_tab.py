@@ -213,7 +213,7 @@ class SweepTab(widgets.VBox):
         try:
             if self._cancel_requested:
                 raise asyncio.CancelledError
-            await _run_cells(result)
+            await result.arun()
         except asyncio.CancelledError:
             outcome = "cancelled"
             result.interrupted = True
@@ -256,10 +256,6 @@ class SweepTab(widgets.VBox):
             await asyncio.sleep(PROGRESS_INTERVAL)
 
 
-async def _run_cells(result: Any) -> None:
-    """Run a planned sweep's cells on the running loop (what ``flux_nb.sweeps.asweep`` does after
-    planning; planned here so the panel holds the result to count cells and keep finished ones)."""
-    await result._runner.arun(result, result.cells)
 
 
 def _grid_jpeg(result: Any, fields: list[str]) -> bytes:

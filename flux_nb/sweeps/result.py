@@ -276,27 +276,38 @@ class SweepResult:
 
     def retry_failed(self, *, include_cancelled: bool = True) -> "SweepResult":
         """Run again only the cells that failed (and, by default, those cancelled); returns self."""
-        if self._runner is None:
-            raise FluxError("this sweep result cannot run cells (it was not made by flux_nb.sweep)")
+        runner = self._runner_or_fail()
         wanted = ("failed", "cancelled") if include_cancelled else ("failed",)
         cells = [c for c in self.cells if c.status in wanted]
         for c in cells:
             c.reset()
         self.dry_run = False
         self.interrupted = False
-        self._runner.run(self, cells)
+        runner.run(self, cells)
         return self
 
     def run(self) -> "SweepResult":
         """Run a dry-run plan for real, or finish the cells still pending or cancelled; returns self."""
+        self._runner_or_fail().run(self, self._cells_to_run())
+        return self
+
+    async def arun(self) -> "SweepResult":
+        """Async :meth:`run`, on the running loop: cells fill in as they finish (watch ``.cells``),
+        and cancelling the awaiting task cancels the queued requests and keeps what finished."""
+        await self._runner_or_fail().arun(self, self._cells_to_run())
+        return self
+
+    def _runner_or_fail(self) -> Any:
         if self._runner is None:
             raise FluxError("this sweep result cannot run cells (it was not made by flux_nb.sweep)")
+        return self._runner
+
+    def _cells_to_run(self) -> list["SweepCell"]:
         self.dry_run = False
         cells = [c for c in self.cells if c.status in ("pending", "cancelled")]
         for c in cells:
             c.reset()
-        self._runner.run(self, cells)
-        return self
+        return cells
 
     # -- pictures -----------------------------------------------------------------------------
 
