@@ -93,7 +93,7 @@ def sweep(
 
     ``dry_run=True`` sends nothing and reports requests, images, megapixels and estimated cost.
     Sweeps over ``max_cells`` cells are refused. ``concurrency`` bounds requests in flight
-    (default 8). Ctrl-C cancels queued jobs on the server and raises
+    (default 16). Ctrl-C cancels queued jobs on the server and raises
     :class:`~flux_nb.sweeps.SweepInterrupted`, whose ``.result`` keeps the finished cells.
 
     Example::
