@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -70,7 +70,6 @@ class Serve:
     process: subprocess.Popen
     url: str
     args: tuple[str, ...]
-    _stderr: list[str] = field(default_factory=list)
 
     def stats(self) -> dict[str, Any]:
         """``GET /stats`` (the stats request itself is counted under ``stats``, not a job kind)."""
@@ -128,9 +127,10 @@ def start_serve(*args: str, module: str = "flux_nb.cli", env: dict[str, str] | N
     while "url" not in found:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
+            process.wait(10)
             raise RuntimeError(f"flux-nb serve did not start: {''.join(lines)[-2000:]}")
         time.sleep(0.02)
-    return Serve(process, found["url"], tuple(args), lines)
+    return Serve(process, found["url"], tuple(args))
 
 
 @contextlib.contextmanager
@@ -205,18 +205,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-class Timer:
-    """``with Timer() as t: ...`` then ``t.seconds``."""
-
-    def __enter__(self) -> "Timer":
-        self.start = time.perf_counter()
-        self.seconds = float("nan")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start
 
 
 def ratio(value: float, reference: float) -> str:
