@@ -125,3 +125,22 @@ def test_unit_ranges_are_inclusive_both_ways(a, b):
 @given(st.lists(st.floats(min_value=-100, max_value=100, allow_nan=False).map(lambda x: round(x, 2)), min_size=1, max_size=10))
 def test_lists_round_trip(items):
     assert parse_values(",".join(repr(x) for x in items)) == [x + 0.0 for x in items]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0-1 (+1e-320)", "-1e308-1e308", "-1e308-1e308 [3]", "1e308--1e308 (+1e300)", "0-1e300 (+1e-300)"],
+)
+def test_huge_spans_and_tiny_steps_are_validation_errors(text):
+    # the span or span/step overflows a float: a clear error naming the axis, never OverflowError or nan
+    with pytest.raises(FluxValidationError) as info:
+        parse_values(text, field="guidance_scale")
+    assert info.value.errors[0].field == "guidance_scale"
+    assert text.strip() in str(info.value)
+
+
+def test_huge_but_finite_count_ranges_stay_finite():
+    values = parse_values("-1e307-1e307 [3]")
+    assert values == [-1e307, 0.0, 1e307] and all(math.isfinite(v) for v in values)
+    values = parse_values("-8e307-8e307 [4]")  # span * k would overflow; span * (k / (n - 1)) does not
+    assert len(values) == 4 and all(math.isfinite(v) for v in values) and values == sorted(values)

@@ -79,6 +79,9 @@ def _expand_item(item: str, field: str) -> tuple[list[float], bool]:
     a, b = float(match["a"]), float(match["b"])
     if not (math.isfinite(a) and math.isfinite(b)):
         raise _error(field, item, f"cannot read {item.strip()!r}: the ends must be finite numbers")
+    # -1e308-1e308 spans more than a float holds: refuse it rather than give nan or inf values
+    if not math.isfinite(b - a):
+        raise _error(field, item, f"{item.strip()!r}: the range from {a:g} to {b:g} is too wide to compute")
     if match["count"] is not None:
         count = int(match["count"])
         if count < 1:
@@ -89,14 +92,18 @@ def _expand_item(item: str, field: str) -> tuple[list[float], bool]:
             return [a], True
         span = b - a
         # by index, and the last point is b itself: no drift, no overshoot
-        return [a + span * k / (count - 1) if k < count - 1 else b for k in range(count)], True
+        return [a + span * (k / (count - 1)) if k < count - 1 else b for k in range(count)], True
     step = abs(float(match["step"])) if match["step"] is not None else 1.0
     if step == 0 or not math.isfinite(step):
         raise _error(field, item, f"{item.strip()!r}: the step in ( ) must be a non-zero number")
     direction = 1.0 if b >= a else -1.0
     span = abs(b - a)
+    ratio = span / step
+    # a tiny step (0-1 (+1e-320)) makes the ratio infinite; compare before converting to int
+    if not math.isfinite(ratio) or ratio >= MAX_VALUES:
+        raise _error(field, item, f"{item.strip()!r} gives more than {MAX_VALUES} values; the limit is {MAX_VALUES}")
     # a small tolerance so that 0-1 (+0.1) reaches 1 despite 1/0.1 being 9.999...
-    n = math.floor(span / step + 1e-9) + 1
+    n = math.floor(ratio + 1e-9) + 1
     if n > MAX_VALUES:
         raise _error(field, item, f"{item.strip()!r} gives {n} values; the limit is {MAX_VALUES}")
     values = [a + direction * step * k for k in range(n)]
