@@ -367,8 +367,7 @@ class Store:
                 except sqlite3.OperationalError as exc:
                     # Processes creating the same new index at once can meet in SQLite's lock
                     # upgrade, which fails at once instead of waiting: wait a little and try again.
-                    busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-                    if not busy or attempt == _SETUP_ATTEMPTS - 1:
+                    if not _may_be_busy(exc) or attempt == _SETUP_ATTEMPTS - 1:
                         raise
                     time.sleep(0.02 * (attempt + 1))
 
@@ -653,6 +652,20 @@ _SELECT = (
     "SELECT id, cache_key, request_json, seed, request_id, backend, origin, prompt, created_at, timings_json,"
     " nsfw_json, images_json FROM generations"
 )
+
+
+# SQLite's primary result codes SQLITE_BUSY and SQLITE_LOCKED; the sqlite3 module names them only
+# from Python 3.11 on
+_BUSY_CODES = frozenset((getattr(sqlite3, "SQLITE_BUSY", 5), getattr(sqlite3, "SQLITE_LOCKED", 6)))
+
+
+def _may_be_busy(exc: sqlite3.Error) -> bool:
+    """Whether trying again may help: SQLite said busy or locked (any extended code of those), or
+    the error carries no code to tell (Python 3.10 has no ``sqlite_errorcode``)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(code, int):
+        return True  # the caller tries a bounded number of times, so an unknown error still ends
+    return (code & 0xFF) in _BUSY_CODES
 
 
 def _schema_version(conn: sqlite3.Connection) -> int | None:

@@ -397,7 +397,51 @@ def test_creating_the_index_retries_when_another_process_holds_the_lock(tmp_path
     store = Store(tmp_path / "data")
     store.save(make_result(request_id="after-busy"), origin=HERE_ORIGIN)
     assert failures == [] and store.find_request_id("after-busy") is not None
-    # any other SQLite error is not retried: a clear store error
+    # an error that lasts (a code-less one is retried a bounded number of times): a clear store error
     monkeypatch.setattr(store_module, "_migrate", lambda conn: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
     with pytest.raises(FluxStoreError):
         Store(tmp_path / "fresh").save(make_result(request_id="never"), origin=HERE_ORIGIN)
+
+
+def _failing_migrate_then_real(monkeypatch, errors):
+    import flux_nb.store as store_module
+
+    real_migrate = store_module._migrate
+    pending = list(errors)
+
+    def migrate(conn):
+        if pending:
+            raise pending.pop(0)
+        return real_migrate(conn)
+
+    monkeypatch.setattr(store_module, "_migrate", migrate)
+    return pending
+
+
+def test_setup_retry_works_without_the_python_311_error_codes(tmp_path, monkeypatch):
+    import sqlite3
+
+    # Python 3.10: no sqlite3.SQLITE_BUSY / SQLITE_LOCKED, and errors carry no sqlite_errorcode
+    monkeypatch.delattr(sqlite3, "SQLITE_BUSY", raising=False)
+    monkeypatch.delattr(sqlite3, "SQLITE_LOCKED", raising=False)
+    pending = _failing_migrate_then_real(monkeypatch, [sqlite3.OperationalError("database is locked")])
+    store = Store(tmp_path / "data")
+    store.save(make_result(request_id="on-310"), origin=HERE_ORIGIN)
+    assert pending == [] and store.find_request_id("on-310") is not None
+
+
+def test_setup_retries_extended_busy_codes_but_not_other_errors(tmp_path, monkeypatch):
+    import sqlite3
+
+    busy_snapshot = sqlite3.OperationalError("database is locked")
+    busy_snapshot.sqlite_errorcode = 517  # SQLITE_BUSY_SNAPSHOT: an extended code of SQLITE_BUSY
+    pending = _failing_migrate_then_real(monkeypatch, [busy_snapshot])
+    store = Store(tmp_path / "data")
+    store.save(make_result(request_id="after-snapshot"), origin=HERE_ORIGIN)
+    assert pending == []
+    io_error = sqlite3.OperationalError("disk I/O error")
+    io_error.sqlite_errorcode = 10  # SQLITE_IOERR: retrying cannot help
+    pending = _failing_migrate_then_real(monkeypatch, [io_error, io_error])
+    with pytest.raises(FluxStoreError):
+        Store(tmp_path / "fresh").save(make_result(request_id="never"), origin=HERE_ORIGIN)
+    assert len(pending) == 1  # tried once, not again
