@@ -25,7 +25,6 @@ from traitlets.config.configurable import Configurable
 from .errors import FluxError, FluxValidationError
 from .magic_args import (
     MagicUsageError,
-    axis_values,
     cell_template,
     help_text,
     interpolate,
@@ -310,12 +309,14 @@ class FluxMagics(Magics, Configurable):
     def _sweep(self, prompt: str, opts: Any, fields: dict[str, Any]) -> Any:
         from .params import canonical_field
         from .sweeps import sweep
+        from .sweeps.plan import parse_axis_values
 
-        axes = {name: axis_values(name, text) for name, text in opts.axes.items()}
-        swept = {canonical_field(name) for name in axes}
-        fixed = {name: value for name, value in fields.items() if name not in swept}
+        swept = {canonical_field(name) for name in opts.axes}
         if "prompt" in swept:
             raise MagicUsageError("a prompt axis comes from the cell: write variants as {a|b} in the prompt")
+        # The sweep's own grammar: numbers "2-6 [5]", booleans on/off, lora=none, CSV quoting.
+        axes = {name: parse_axis_values(name, text) for name, text in opts.axes.items()}
+        fixed = {name: value for name, value in fields.items() if name not in swept}
         max_cells = opts.max_cells or self.max_cells
         try:
             result = sweep(

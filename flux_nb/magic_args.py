@@ -28,7 +28,6 @@ __all__ = [
     "check_no_secret",
     "parse_lora",
     "parse_axis",
-    "axis_values",
     "parse_options",
     "parse_line",
     "usage",
@@ -152,35 +151,6 @@ def parse_axis(option: str, words: list[str]) -> tuple[str, str]:
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
         raise MagicUsageError(f"{option} {text!r}: {name!r} is not a field name")
     return name, values
-
-
-#: Fields whose sweep values are written in the A1111 number grammar (``2-6 [5]``); the sweep module
-#: expands those strings itself. Other axes take a comma-separated list (CSV quoting for commas).
-NUMERIC_AXES = ("num_inference_steps", "guidance_scale", "num_images", "seed")
-
-
-def axis_values(name: str, text: str) -> str | list[Any]:
-    """The value to pass to ``sweep()`` for axis ``name``: the grammar string or a list.
-
-    ``steps="10-40 [4]"`` stays a string; ``size="square,landscape_16_9"`` becomes a list;
-    ``prompt='"a cat, sitting",a dog'`` uses CSV quoting; ``lora=none,x.safetensors`` gives None for
-    "none" (no LoRA).
-    """
-    import csv
-
-    canonical = canonical_field(name)
-    if canonical in NUMERIC_AXES or canonical.startswith("lora_scale"):
-        return text
-    try:
-        items = next(csv.reader([text], skipinitialspace=True))
-    except (csv.Error, StopIteration):
-        raise MagicUsageError(f"{name}={text!r}: cannot read the comma-separated values") from None
-    values: list[Any] = [item.strip() for item in items if item.strip()]
-    if not values:
-        raise MagicUsageError(f"{name}={text!r}: no values")
-    if canonical == "loras":
-        values = [None if v.lower() == "none" else v for v in values]
-    return values
 
 
 # -- the option parser --------------------------------------------------------------------------

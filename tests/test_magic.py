@@ -19,7 +19,6 @@ from flux_nb import client as client_module
 from flux_nb import render
 from flux_nb.magic_args import (
     MagicUsageError,
-    axis_values,
     cell_template,
     check_no_secret,
     escape_prompt,
@@ -31,6 +30,7 @@ from flux_nb.magic_args import (
 from flux_nb.metadata import read_metadata
 from flux_nb.params import FluxRequest
 from flux_nb.result import FluxResult
+from flux_nb.sweeps.plan import parse_axis_values  # also keeps the real plan loaded when sweep() is faked
 
 
 @pytest.fixture
@@ -135,9 +135,9 @@ def test_parse_sweep_axes_with_spaces():
     opts = parse_options("-x guidance=2-6 [5] -y steps=10-40 (+10) -z size=square,landscape_16_9 --dry-run --vary-seed")
     assert list(opts.axes.items()) == [("guidance", "2-6 [5]"), ("steps", "10-40 (+10)"), ("size", "square,landscape_16_9")]
     assert opts.is_sweep and opts.dry_run and opts.vary_seed
-    assert axis_values("guidance", "2-6 [5]") == "2-6 [5]"
-    assert axis_values("size", "square, landscape_16_9") == ["square", "landscape_16_9"]
-    assert axis_values("lora", "none,a.safetensors") == [None, "a.safetensors"]
+    assert parse_axis_values("guidance", "2-6 [5]") == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert parse_axis_values("size", "square, landscape_16_9") == ["square", "landscape_16_9"]
+    assert parse_axis_values("lora", "none,a.safetensors") == [None, "a.safetensors"]
     with pytest.raises(MagicUsageError, match="already -x"):
         parse_options("-x steps=1,2 -y num_inference_steps=3,4")
     with pytest.raises(MagicUsageError, match="swept"):
@@ -444,7 +444,7 @@ def test_sweep_options_call_sweep_in_axis_order(ip, monkeypatch):
     prompt, kwargs = calls[0]
     assert prompt == "an owl"
     assert list(kwargs)[5:8] == ["guidance", "steps", "size"]  # x, y, z whatever order they were written in
-    assert kwargs["guidance"] == "2,3.5" and kwargs["steps"] == "10-40 [4]"
+    assert kwargs["guidance"] == [2.0, 3.5] and kwargs["steps"] == [10, 20, 30, 40]
     assert kwargs["size"] == ["square", "portrait_4_3"]
     assert kwargs["dry_run"] is True and kwargs["seed"] == 5 and kwargs["concurrency"] == 16
     assert kwargs["max_cells"] == 256
@@ -455,12 +455,12 @@ def test_sweep_options_call_sweep_in_axis_order(ip, monkeypatch):
     result, _, stderr, _ = run(ip, "%flux -x guidance=1,2 --max-cells 9 a fox at dusk")
     assert result.result == "plan", stderr
     prompt, kwargs = calls[0]
-    assert prompt == "a fox at dusk" and kwargs["guidance"] == "1,2" and kwargs["max_cells"] == 9
+    assert prompt == "a fox at dusk" and kwargs["guidance"] == [1.0, 2.0] and kwargs["max_cells"] == 9
     calls.clear()
     run(ip, "%config FluxMagics.max_cells = 1000")
     run(ip, '%flux -x "guidance=2-6 [5]" -y steps=1,2 a fox')
     prompt, kwargs = calls[0]
-    assert prompt == "a fox" and kwargs["guidance"] == "2-6 [5]" and kwargs["max_cells"] == 1000
+    assert prompt == "a fox" and kwargs["guidance"] == [2.0, 3.0, 4.0, 5.0, 6.0] and kwargs["max_cells"] == 1000
 
 
 def test_real_sweep_dry_run(ip):
@@ -489,3 +489,16 @@ def test_double_dash_makes_a_subcommand_word_a_prompt(ip):
     assert result.result.prompt == "history of rome" and result.result.seed == 2
     _, stdout, _, _ = run(ip, "%flux history 5")  # still the subcommand without --
     assert "history of rome" in stdout
+
+
+@pytest.mark.parametrize("values", ["on,off", "true,false"])
+def test_boolean_sweep_axis_is_read_by_the_sweep_grammar(ip, values):
+    result, stdout, stderr, _ = run(ip, f"%%flux -x safety={values} -s 1 --dry-run\na fox")
+    assert result.error_in_exec is None and "Traceback" not in stdout + stderr, stderr
+    assert not stderr.strip(), stderr
+    assert [c.request.enable_safety_checker for c in result.result.cells] == [True, False]
+
+
+def test_bad_sweep_values_are_one_line_errors(ip):
+    result, stdout, stderr, _ = run(ip, "%%flux -x safety=maybe --dry-run\na fox")
+    assert_one_line_error(result, stdout, stderr, "maybe", "true or false")
