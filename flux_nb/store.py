@@ -272,6 +272,7 @@ class Store:
         self._init_lock = threading.Lock()
         self._local = threading.local()
         self._warned = False
+        self._warned_rows = False
 
     def __repr__(self) -> str:
         return f"<Store {str(self.root)!r}>"
@@ -376,6 +377,25 @@ class Store:
             self._warned = True
             warnings.warn(f"flux-nb store unavailable, carrying on without it: {exc}", RuntimeWarning, stacklevel=3)
 
+    def _decode_rows(self, table: str, rows: Iterable[tuple[Any, ...]], decode: Any) -> list[Any]:
+        """``decode(row)`` for each row, skipping rows that cannot be read (warned once per store).
+
+        A row written by a newer flux-nb, or damaged by hand, must not hide every other row.
+        """
+        out = []
+        for row in rows:
+            try:
+                out.append(decode(row))
+            except _DECODE_ERRORS as exc:
+                if not self._warned_rows:
+                    self._warned_rows = True
+                    warnings.warn(
+                        f"flux-nb store: skipping a {table} entry that cannot be read ({type(exc).__name__}: {exc})",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+        return out
+
     # -- saving -------------------------------------------------------------------------------
 
     def save(self, result: FluxResult, *, origin: str | None = None) -> FluxResult:
@@ -387,7 +407,8 @@ class Store:
         kept in the history but never served from the cache.
 
         Files are written atomically (a temp file, then ``os.replace``). Raises
-        :class:`FluxStoreError` if the folder cannot be written; the result in memory is untouched
+        :class:`FluxStoreError` if the folder cannot be written or the parameters cannot be
+        embedded; no file of the generation is left on disk and the result in memory is untouched
         then. Returns the same result object.
         """
         created = result.created_at if result.created_at.tzinfo else result.created_at.replace(tzinfo=timezone.utc)
@@ -407,6 +428,10 @@ class Store:
             for path in written:
                 _unlink_quietly(path)
             raise FluxStoreError(f"cannot save images under {folder}: {exc.strerror or exc}") from exc
+        except ValueError as exc:  # the metadata could not be embedded: save all images or none
+            for path in written:
+                _unlink_quietly(path)
+            raise FluxStoreError(f"cannot embed the parameters in image {len(written)} of {stem}: {exc}") from exc
 
         images_info = [
             {
@@ -454,7 +479,10 @@ class Store:
         if result.request_id:
             row = conn.execute("SELECT handle_json FROM journal WHERE request_id = ?", (str(result.request_id),)).fetchone()
             if row is not None:
-                return _journal_origin(json.loads(row[0]))
+                try:
+                    return _journal_origin(json.loads(row[0]))
+                except _DECODE_ERRORS:
+                    return ""  # an unreadable entry: unknown origin, kept in history, never served as cache
         return EMBEDDED_ORIGIN if result.backend == "embedded" else ""
 
     # -- reading ------------------------------------------------------------------------------
@@ -467,7 +495,7 @@ class Store:
             if self.db_path.exists():
                 self._warn(exc)
             return []
-        return [_entry_from_row(row) for row in rows]
+        return self._decode_rows("history", rows, _entry_from_row)
 
     def lookup(self, request: FluxRequest, *, origin: str) -> FluxResult | None:
         """A finished generation of this exact request made at ``origin``, read back from disk
@@ -515,7 +543,10 @@ class Store:
                         for key, images in rows:
                             if key in found:
                                 continue
-                            paths = [Path(info["path"]) for info in json.loads(images)]
+                            try:
+                                paths = [Path(info["path"]) for info in json.loads(images)]
+                            except _DECODE_ERRORS:
+                                continue  # an unreadable row is no cache hit (lookup skips it too)
                             if paths and all(p.is_file() for p in paths):
                                 found.add(key)
             except FluxStoreError as exc:
@@ -559,7 +590,8 @@ class Store:
         """Record a submitted job: its request and the URLs to fetch or cancel it.
 
         Only ``request_id``, ``status_url``, ``response_url``, ``cancel_url``, ``endpoint``,
-        ``backend`` and ``app_id`` are kept. Never raises: a broken store only warns.
+        ``backend`` and ``app_id`` are kept. Raises ValueError when ``handle_info`` has no
+        ``request_id`` (a caller's mistake); a broken store never raises, it only warns.
         """
         info = {k: handle_info[k] for k in _HANDLE_KEYS if handle_info.get(k) is not None}
         request_id = info.get("request_id")
@@ -594,7 +626,8 @@ class Store:
     def pending(self, request: FluxRequest | None = None, *, include_own: bool = True) -> list[PendingJob]:
         """Journaled jobs, oldest first; only those of ``request`` when given (seeded requests only).
 
-        ``include_own=False`` leaves out jobs this process submitted (still running here).
+        ``include_own=False`` leaves out jobs this process submitted (still running here). Entries
+        that cannot be read are skipped with a warning.
         """
         sql, params = "SELECT request_id, request_json, handle_json, submitted_at, process_token FROM journal", ()
         if request is not None:
@@ -610,20 +643,8 @@ class Store:
             if self.db_path.exists():
                 self._warn(exc)
             return []
-        jobs = []
-        for request_id, request_json, handle_json, submitted_at, token in rows:
-            if not include_own and token == _PROCESS_TOKEN:
-                continue
-            jobs.append(
-                PendingJob(
-                    request_id=request_id,
-                    request=FluxRequest.from_dict(json.loads(request_json)),
-                    handle_info=json.loads(handle_json),
-                    submitted_at=datetime.fromisoformat(submitted_at),
-                    process_token=token,
-                )
-            )
-        return jobs
+        rows = [row for row in rows if include_own or row[4] != _PROCESS_TOKEN]
+        return self._decode_rows("journal", rows, _pending_from_row)
 
     # -- sweep seeds --------------------------------------------------------------------------
 
@@ -647,6 +668,10 @@ class Store:
             self._warn(exc)
         return int(new_seed)
 
+
+# what a row that cannot be decoded raises: bad JSON, a request that no longer validates
+# (FluxValidationError is a ValueError), a bad timestamp, a missing or mistyped key
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
 
 _SELECT = (
     "SELECT id, cache_key, request_json, seed, request_id, backend, origin, prompt, created_at, timings_json,"
@@ -695,6 +720,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _pending_from_row(row: tuple[Any, ...]) -> PendingJob:
+    request_id, request_json, handle_json, submitted_at, token = row
+    handle_info = json.loads(handle_json)
+    if not isinstance(handle_info, dict):
+        raise TypeError(f"handle info of {request_id} is a {type(handle_info).__name__}, not an object")
+    return PendingJob(
+        request_id=request_id,
+        request=FluxRequest.from_dict(json.loads(request_json)),
+        handle_info=handle_info,
+        submitted_at=datetime.fromisoformat(submitted_at),
+        process_token=token,
+    )
 
 
 def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:

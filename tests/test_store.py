@@ -445,3 +445,79 @@ def test_setup_retries_extended_busy_codes_but_not_other_errors(tmp_path, monkey
     with pytest.raises(FluxStoreError):
         Store(tmp_path / "fresh").save(make_result(request_id="never"), origin=HERE_ORIGIN)
     assert len(pending) == 1  # tried once, not again
+
+
+def _corrupt(store: Store, sql: str, params=()) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(store.db_path, isolation_level=None)
+    try:
+        conn.execute(sql, params)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "column, bad",
+    [("request_json", "{not json"), ("request_json", json.dumps({"prompt": ""})), ("created_at", "yesterday"),
+     ("images_json", "[{}]")],
+)
+def test_a_row_that_cannot_be_read_is_skipped_with_one_warning(tmp_path, column, bad):
+    store = Store(tmp_path)
+    good = make_result(prompt="a good fox", request_id="good")
+    store.save(good, origin=HERE_ORIGIN)
+    store.save(make_result(prompt="a broken fox", request_id="broken"), origin=HERE_ORIGIN)
+    store.save(make_result(prompt="another good fox", request_id="good-2", seed=8), origin=HERE_ORIGIN)
+    _corrupt(store, f"UPDATE generations SET {column} = ? WHERE request_id = 'broken'", (bad,))
+    with pytest.warns(RuntimeWarning, match="skipp") as caught:
+        prompts = [e.prompt for e in store.history()]
+        store.history(search="fox")
+    assert prompts == ["another good fox", "a good fox"]
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1  # warned once
+    # the cache lookup of the same request falls back to an older good row instead of raising
+    store.save(make_result(prompt="a good fox", request_id="dupe"), origin=HERE_ORIGIN)
+    _corrupt(store, f"UPDATE generations SET {column} = ? WHERE request_id = 'dupe'", (bad,))
+    found = store.lookup(good.request, origin=HERE_ORIGIN)
+    assert found is not None and found.request_id == "good"
+    assert store.has(good.request, origin=HERE_ORIGIN)
+
+
+@pytest.mark.parametrize(
+    "column, bad", [("request_json", "{not json"), ("handle_json", "[1, 2"), ("submitted_at", "soon")]
+)
+def test_a_journal_row_that_cannot_be_read_is_skipped(tmp_path, column, bad):
+    store = Store(tmp_path)
+    store.journal_submit(FluxRequest("a", seed=1), {"request_id": "j1", "response_url": "u1"})
+    store.journal_submit(FluxRequest("b", seed=2), {"request_id": "j2", "response_url": "u2"})
+    _corrupt(store, f"UPDATE journal SET {column} = ? WHERE request_id = 'j1'", (bad,))
+    with pytest.warns(RuntimeWarning, match="skipp"):
+        assert [j.request_id for j in store.pending()] == ["j2"]
+    # saving the generation of a job whose journal entry is unreadable still works
+    result = make_result(request_id="j1", seed=1)
+    store.save(result)
+    assert store.find_request_id("j1") is not None
+
+
+def test_journal_submit_without_a_request_id_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="request_id"):
+        Store(tmp_path).journal_submit(FluxRequest("a", seed=1), {"response_url": "u"})
+
+
+@pytest.mark.parametrize("error", [ValueError("metadata too large"), OSError("pillow cannot read it")])
+def test_a_failed_metadata_embed_leaves_no_files_and_is_a_store_error(tmp_path, monkeypatch, error):
+    import flux_nb.store as store_module
+
+    real_embed = store_module.embed
+
+    def embed_fails_on_second(data, content_type, result, index):
+        if index == 1:
+            raise error
+        return real_embed(data, content_type, result, index)
+
+    monkeypatch.setattr(store_module, "embed", embed_fails_on_second)
+    store = Store(tmp_path)
+    result = make_result(n=2)
+    with pytest.raises(FluxStoreError):
+        store.save(result, origin=HERE_ORIGIN)
+    assert [p for p in (tmp_path / "images").rglob("*") if p.is_file()] == []
+    assert all(im.path is None for im in result.images) and store.history() == []
