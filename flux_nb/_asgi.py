@@ -99,10 +99,15 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
                 queue.put_nowait(None)
 
         task = asyncio.get_running_loop().create_task(run_app())
-        await started.wait()
+        try:
+            await started.wait()
+        except asyncio.CancelledError:  # the caller gave up before the answer began
+            disconnected.set()
+            task.cancel()
+            raise
         if "status" not in state:
             # The app failed before answering: surface it as a dropped connection.
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):  # the app's own failure; a cancel of ours propagates
                 await task
             raise httpx.RemoteProtocolError("the embedded server closed the connection without answering")
         return httpx.Response(
@@ -136,7 +141,9 @@ class AppLifespan:
         await self._to_app.put({"type": "lifespan.startup"})
         message = await self._from_app.get()
         if message["type"] == "lifespan.startup.failed":
-            raise RuntimeError(f"the embedded server failed to start: {message.get('message', '')}")
+            from .errors import FluxError
+
+            raise FluxError(f"the embedded server failed to start: {message.get('message', '')}")
 
     async def shutdown(self) -> None:
         if self._task is None or self._task.done():

@@ -152,6 +152,16 @@ def _check_endpoint(url: str, allow_insecure_http: bool) -> str:
         )
     if parts.query or parts.fragment:
         raise FluxConfigError(f"endpoint={url!r} must not have a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in the URL would show in logs, reprs and the journal: use key= / FLUX_NB_TOKEN.
+        raise FluxConfigError(
+            "the endpoint URL must not carry a user name or password; pass the token as key= or "
+            "set FLUX_NB_TOKEN"
+        )
+    try:
+        parts.port
+    except ValueError:
+        raise FluxConfigError(f"endpoint={url!r} has an invalid port") from None
     if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure_http:
         raise FluxConfigError(
             f"endpoint={url!r} uses plain http to a non-loopback host, which would send the key in "

@@ -65,6 +65,9 @@ def _generate_main(args: argparse.Namespace) -> int:
     except FluxError as exc:
         print(f"flux-nb generate: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # --out names a file, or the folder cannot be written
+        print(f"flux-nb generate: cannot save to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("flux-nb generate: cancelled", file=sys.stderr)
         return 130

@@ -100,6 +100,7 @@ class AsyncFluxClient:
         store: where results are persisted: None for the default store, False for none.
         app_id: the fal app, ``fal-ai/flux-lora``.
         allow_insecure_http: allow a plain-http endpoint on a non-loopback host.
+        announce: print the backend in use, once, when the client first connects.
         max_followed: jobs followed at once (status stream, result, image downloads). More may
             be submitted; they wait in the server's queue and are followed as others finish, so a
             big ``asyncio.gather`` keeps connections and CPU per job flat.
@@ -300,6 +301,8 @@ class AsyncFluxClient:
                         raise FluxProtocolError("a status event is not valid JSON", request_id=handle.request_id) from None
                     yield parse_status(payload, request_id=handle.request_id, elapsed=time.monotonic() - started)
                 return
+            except httpx.DecodingError as exc:
+                raise FluxProtocolError(f"the status stream could not be decoded ({type(exc).__name__})", request_id=handle.request_id) from None
             except httpx.TransportError as exc:
                 raise FluxConnectionError(f"status stream dropped ({type(exc).__name__})", request_id=handle.request_id) from None
             finally:
@@ -390,7 +393,11 @@ class AsyncFluxClient:
         submit_timeout = max(1.0, min(deadline - time.monotonic(), self.request_timeout * 4))
         handle = await self._submit_cancel_safely(request, submit_timeout)
         if store is not None:
-            await asyncio.to_thread(_journal, store, "journal_submit", request, self._journal_info(handle))
+            try:
+                await asyncio.to_thread(_journal, store, "journal_submit", request, self._journal_info(handle))
+            except asyncio.CancelledError:  # the job exists now: never leave it running unwatched
+                await asyncio.shield(self._cancel_quietly(handle))
+                raise
         return await self._follow(handle, request, on_status=on_status, deadline=deadline, started=started)
 
     async def _submit_cancel_safely(self, request: FluxRequest, timeout: float) -> JobHandle:
@@ -557,7 +564,7 @@ def _persist(store: Any, result: FluxResult, origin: str) -> FluxResult:
             "only: call result.save(folder) to keep them",
             stacklevel=2,
         )
-        result.save_error = str(exc)  # type: ignore[attr-defined]
+        result.save_error = str(exc)
         return result
 
 

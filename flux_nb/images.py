@@ -46,7 +46,15 @@ def inspect_image(data: bytes, claimed_type: str | None) -> tuple[int, int, str]
 
 async def download_images(session: ApiSession, output: Output, request_id: str, deadline: float) -> list[FluxImage]:
     """Every image of ``output``, fetched concurrently and checked (decoding off the event loop)."""
-    payloads = await asyncio.gather(*(_fetch(session, ref.url, request_id, deadline) for ref in output.images))
+    tasks = [asyncio.ensure_future(_fetch(session, ref.url, request_id, deadline)) for ref in output.images]
+    try:
+        payloads = await asyncio.gather(*tasks)
+    except BaseException:
+        # One failed (or we were cancelled): stop the others instead of letting them read on.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     images = []
     for i, (ref, (data, ctype)) in enumerate(zip(output.images, payloads)):
         width, height, ctype = await asyncio.to_thread(inspect_image, data, ctype or ref.content_type)

@@ -169,7 +169,12 @@ def _need(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what
 
 def _need_url(data: Mapping[str, Any], key: str, what: str) -> str:
     url = _need(data, key, str, what)
-    if urlsplit(url).scheme not in {"http", "https"}:
+    parts = urlsplit(url)
+    try:
+        parts.port  # raises on a malformed port
+    except ValueError:
+        raise FluxProtocolError(f"the server's {what} gave {key}={url[:80]!r}, which has an invalid port") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise FluxProtocolError(f"the server's {what} gave {key}={url[:80]!r}, which is not an http(s) URL")
     return url
 

@@ -37,7 +37,7 @@ class FluxImage:
 
     @property
     def extension(self) -> str:
-        return "png" if self.content_type == "image/png" else "jpeg"
+        return {"image/png": "png", "image/webp": "webp"}.get(self.content_type, "jpeg")
 
     def to_pil(self) -> "Image.Image":
         """The image as a Pillow image (decoded on each call)."""
@@ -68,6 +68,7 @@ class FluxResult:
     backend: str = ""
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     cached: bool = False  # True when served from the local store instead of the server
+    save_error: str | None = None  # why the images could not be saved to the data folder, if so
 
     def __post_init__(self) -> None:
         if not self.prompt:

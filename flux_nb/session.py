@@ -186,6 +186,10 @@ class ApiSession:
                 error = FluxConnectionError(
                     f"could not connect to {urlsplit(url).netloc} ({type(exc).__name__})", request_id=request_id
                 )
+            except httpx.DecodingError as exc:  # the server's answer is not what it claims (e.g. bad gzip)
+                raise FluxProtocolError(
+                    f"the server's answer to the {kind} could not be decoded ({type(exc).__name__})", request_id=request_id
+                ) from None
             except httpx.TransportError as exc:
                 if not idempotent:
                     raise FluxAmbiguousSubmitError(

@@ -66,7 +66,10 @@ class Uploader:
     async def upload(self, path: str | Path) -> str:
         """Upload a file; returns its URL. Callers asking for the same content share one upload."""
         file = Path(path).expanduser()
-        digest = await asyncio.to_thread(self._digest, file)
+        try:
+            digest = await asyncio.to_thread(self._digest, file)
+        except OSError as exc:
+            raise FluxValidationError([FieldError("path", str(path), f"cannot be read ({exc.strerror or exc})")]) from None
         pending = self._uploads.get(digest)
         if pending is None:
             pending = self._uploads[digest] = asyncio.ensure_future(self._upload(file))

@@ -518,7 +518,7 @@ def _resolve_file(state: ServerState, path: str, allow_local_paths: bool) -> Pat
             local = state.files.resolve(unquote(parts.path[len("/files/"):]))
             if local is not None:
                 return local
-        return _download(state, path)
+        return _download(state, path, allow_private=allow_local_paths)
     if allow_local_paths and not parts.scheme:
         local_path = Path(path).expanduser()
         if local_path.is_file():
@@ -526,7 +526,24 @@ def _resolve_file(state: ServerState, path: str, allow_local_paths: bool) -> Pat
     raise EngineInputError("loras", path, "not a file this server has; upload it with the storage protocol first")
 
 
-def _download(state: ServerState, url: str) -> Path:
+def _refuse_private_hosts(request: Any) -> None:
+    """A LoRA URL (or a redirect from it) may not reach this machine or its private network."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(request.url.host, None)
+    except OSError:
+        return  # the request itself will fail with a clear error
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+            raise EngineInputError(
+                "loras", str(request.url), "points at a private or local address; this server only fetches public URLs"
+            )
+
+
+def _download(state: ServerState, url: str, *, allow_private: bool = False) -> Path:
     import hashlib
 
     import httpx
@@ -538,7 +555,11 @@ def _download(state: ServerState, url: str) -> Path:
     tmp_path, _ = state.files.new_upload()
     try:
         size = 0
-        with httpx.stream("GET", url, follow_redirects=True, timeout=httpx.Timeout(60.0, connect=10.0)) as response:
+        # Every hop, redirects included, is checked: a URL must not make the server reach its own
+        # network (unless the operator allowed local sources with --allow-local-paths).
+        hooks = {"request": [] if allow_private else [_refuse_private_hosts]}
+        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(60.0, connect=10.0), event_hooks=hooks) as http, \
+                http.stream("GET", url) as response:
             if response.status_code != 200:
                 raise EngineInputError("loras", url, f"download failed: HTTP {response.status_code}")
             with open(tmp_path, "wb") as out:
