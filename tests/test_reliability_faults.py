@@ -12,8 +12,6 @@ Set ``FLUX_NB_RELIABILITY_REPORT`` to a file path to have the figures appended t
 from __future__ import annotations
 
 import io
-import json
-import os
 import time
 
 import httpx
@@ -21,17 +19,10 @@ from PIL import Image
 
 from flux_nb.sweeps import sweep
 from flux_nb.client import FluxClient
+from servers import report
 
 CELLS = 200
 SIZE = {"width": 64, "height": 64}
-
-
-def report(name: str, **figures) -> None:
-    """Append this test's figures for bench/reliability.py (only when asked to)."""
-    path = os.environ.get("FLUX_NB_RELIABILITY_REPORT")
-    if path:
-        with open(path, "a") as out:
-            out.write(json.dumps({"test": name, **figures}) + "\n")
 
 
 def test_200_cell_sweep_at_fail_rate_0_2_completes_with_no_duplicate_job(live_server, data_dir):

@@ -9,10 +9,7 @@ sees is checked: queue positions are never negative and never go up while a job 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
 import time
 
 import httpx
@@ -21,18 +18,11 @@ import pytest
 from flux_nb import _loop
 from flux_nb.client import AsyncFluxClient
 from flux_nb.protocol import JobStatus
-from servers import start_cli_server
+from servers import report, server_stderr, start_cli_server, stop_process
 
 CLIENTS = 16
 PER_CLIENT = 50
 SIZE = {"width": 64, "height": 64}
-
-
-def report(name: str, **figures) -> None:
-    path = os.environ.get("FLUX_NB_RELIABILITY_REPORT")
-    if path:
-        with open(path, "a") as out:
-            out.write(json.dumps({"test": name, **figures}) + "\n")
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -44,19 +34,6 @@ def memory_mb(pid: int) -> dict[str, float]:
             if key in ("VmRSS", "VmHWM"):
                 figures[key] = int(value.split()[0]) / 1024
     return figures
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 20) -> float:
-    started = time.monotonic()
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        raise AssertionError(f"the server did not stop within {timeout} s of signal {sig}")
-    return time.monotonic() - started
 
 
 def check_positions(statuses: list[JobStatus]) -> None:
@@ -99,7 +76,9 @@ def test_16_clients_x_50_requests_lose_nothing(data_dir):
         stats = httpx.get(url + "/stats").json()
         health = httpx.get(url + "/health").json()
     finally:
-        shutdown_s = stop(proc)
+        stop_started = time.monotonic()
+        stop_process(proc, signal.SIGINT)
+        shutdown_s = time.monotonic() - stop_started
 
     flat = [item for per_client in results for item in per_client]
     assert len(flat) == CLIENTS * PER_CLIENT
@@ -142,8 +121,10 @@ def test_shutdown_with_jobs_in_flight_ends_every_job(sig, data_dir):
         async def follow_all():
             async with AsyncFluxClient(endpoint=url, store=False, timeout=60, request_timeout=5) as client:
                 tasks = [asyncio.ensure_future(client.generate("shutdown", seed=i, image_size=SIZE)) for i in range(6)]
-                while httpx.get(url + "/stats").json()["jobs"]["submitted"] < 6:
-                    await asyncio.sleep(0.05)
+                # poll without blocking flux-nb's loop, and give up after a deadline
+                async with httpx.AsyncClient(timeout=5) as http, asyncio.timeout(30):
+                    while (await http.get(url + "/stats")).json()["jobs"]["submitted"] < 6:
+                        await asyncio.sleep(0.05)
                 await asyncio.sleep(0.3)  # two running, four queued
                 proc.send_signal(sig)
                 return await asyncio.gather(*tasks, return_exceptions=True)
@@ -153,12 +134,10 @@ def test_shutdown_with_jobs_in_flight_ends_every_job(sig, data_dir):
         ended_s = time.monotonic() - started
         proc.wait(20)  # the one signal is enough: a second one would be a forced exit
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, signal.SIGKILL, check=False)  # a no-op once it has exited
     # uvicorn ends a SIGTERM by re-raising it once shut down; Ctrl-C exits with 130
     assert proc.returncode in (0, 130, -signal.SIGTERM)
-    stderr = proc.stderr.read()
+    stderr = server_stderr(proc)
     assert "Traceback" not in stderr, stderr[-6000:]
     kinds = [type(o).__name__ for o in outcomes]
     # Every job ended and its client was told: the shutdown cancelled the running and queued jobs,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import httpx
 import pytest
 
@@ -9,7 +11,7 @@ from flux_nb.cli import build_parser, main
 from flux_nb.backend import resolve_backend
 from flux_nb.errors import FluxConfigError
 from flux_nb.server.cli import serve_main
-from servers import APP, start_cli_server, wait_status
+from servers import APP, server_stderr, start_cli_server, stop_process, wait_status
 
 
 HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2", "gpu.localhost", "LOCALHOST",
@@ -72,6 +74,6 @@ def test_serve_process_prints_url_and_serves(tmp_path):
             assert c.get(handle["response_url"]).status_code == 200
             assert httpx.post(f"{url}/{APP}", json={"prompt": "x"}).status_code == 401
     finally:
-        proc.terminate()
-        proc.wait(20)
-    assert proc.returncode is not None
+        code = stop_process(proc, signal.SIGINT)
+    assert code == 130  # Ctrl-C: a clean shutdown, the usual exit status for it
+    assert "Traceback" not in server_stderr(proc)
