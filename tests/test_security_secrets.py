@@ -109,6 +109,7 @@ def test_key_never_appears_in_reprs_errors_logs_files_or_history(live_server, da
 
 def test_secret_cannot_be_pickled_or_formatted():
     secret = Secret(KEY)
+    assert secret == Secret(KEY)
     assert_no_key(repr(secret) + str(secret) + f"{secret}" + f"{secret!r}" + "%s" % secret, "a Secret's text")
     with pytest.raises(TypeError):
         pickle.dumps(secret)
@@ -166,6 +167,14 @@ def test_plain_http_to_a_remote_host_is_refused_unless_allowed(url, monkeypatch)
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "http://localhost:1", "http://[::1]:9", "https://flux.example.com"])
 def test_loopback_http_and_any_https_are_accepted(url):
     assert FluxClient(endpoint=url, key=KEY).backend.kind == "endpoint"
+
+
+def test_malformed_endpoints_and_fal_without_a_key_are_config_errors():
+    for bad in ("ftp://x", "nonsense", "http://", "http://127.0.0.1?x=1"):
+        with pytest.raises(FluxConfigError):
+            resolve_backend(bad, env={})
+    with pytest.raises(FluxConfigError):
+        resolve_backend("fal", env={})
 
 
 def test_fal_backend_uses_https_hosts_only():
