@@ -10,8 +10,6 @@ import io
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 from PIL import Image  # noqa: E402
+from servers import server_stderr, start_cli_server, stop_process  # noqa: E402
 from tiny_flux import build_tiny_flux, save_lora, tiny_lora_state_dict  # noqa: E402
 
 from flux_nb.errors import FluxConfigError  # noqa: E402
@@ -316,32 +315,17 @@ def fake_hub_cache(cache: Path, model_id: str, folder: Path) -> Path:
 def served(model_dir, tmp_path_factory):
     """``flux-nb serve --engine diffusers --model ID`` in a subprocess, the model id found in a
     private Hugging Face cache (so loading by cached id is what runs); yields the server's URL."""
-    logs = tmp_path_factory.mktemp("serve-logs") / "stderr.txt"
     cache = fake_hub_cache(tmp_path_factory.mktemp("hf-cache"), CACHED_ID, model_dir)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     for name in ("FAL_KEY", "FLUX_NB_ENDPOINT", "FLUX_NB_TOKEN"):
         env.pop(name, None)
-    with open(logs, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flux_nb.cli", "serve", "--port", "0", "--engine", "diffusers",
-             "--model", CACHED_ID, "--device", "cpu"],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-        )
+    # the server prints its URL once the engine has loaded
+    proc, url = start_cli_server("--engine", "diffusers", "--model", CACHED_ID, "--device", "cpu", env=env, timeout=120)
     try:
-        line = proc.stdout.readline()  # the server prints its URL once the engine has loaded
-        if "FLUX_NB_ENDPOINT=" not in line:
-            proc.wait(timeout=10)
-            pytest.fail(f"flux-nb serve did not start: {line!r}\n{logs.read_text()[-3000:]}")
-        yield line.split("FLUX_NB_ENDPOINT=")[1].strip().rstrip(")")
+        yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-    text = logs.read_text()
+        stop_process(proc)
+    text = server_stderr(proc)
     assert "no safety checker is active" in text  # logged once, at start
     assert text.count("no safety checker is active") == 1
 
