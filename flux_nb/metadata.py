@@ -274,20 +274,37 @@ def _text_keyword(payload: bytes) -> bytes:
     return payload.split(b"\x00", 1)[0]
 
 
+#: The most a compressed PNG text chunk may inflate to; bigger ones (zip bombs) are skipped.
+MAX_TEXT_BYTES = 1 << 20
+
+
+def _inflate(data: bytes) -> bytes | None:
+    """``data`` decompressed, or None when it would pass :data:`MAX_TEXT_BYTES`."""
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(data, MAX_TEXT_BYTES)
+    if inflater.unconsumed_tail or not inflater.eof and inflater.decompress(b"", 1):
+        return None  # more output was waiting: over the cap
+    return text
+
+
 def _png_text(kind: bytes, payload: bytes) -> tuple[str, str] | None:
-    """Decode a tEXt / iTXt / zTXt payload into (keyword, text)."""
+    """Decode a tEXt / iTXt / zTXt payload into (keyword, text); None if damaged or too big."""
     keyword, _, rest = payload.partition(b"\x00")
     try:
         if kind == b"tEXt":
             return keyword.decode("latin-1"), rest.decode("latin-1")
         if kind == b"zTXt":
-            return keyword.decode("latin-1"), zlib.decompress(rest[1:]).decode("latin-1")
+            inflated = _inflate(rest[1:])
+            return None if inflated is None else (keyword.decode("latin-1"), inflated.decode("latin-1"))
         if kind == b"iTXt":
             compressed, rest = rest[0], rest[2:]
             _lang, _, rest = rest.partition(b"\x00")
             _translated, _, text = rest.partition(b"\x00")
             if compressed:
-                text = zlib.decompress(text)
+                inflated = _inflate(text)
+                if inflated is None:
+                    return None
+                text = inflated
             return keyword.decode("latin-1"), text.decode("utf-8")
     except (zlib.error, UnicodeDecodeError, IndexError):
         return None
@@ -342,13 +359,25 @@ def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     raise ValueError("JPEG has no image data")
 
 
+#: The largest payload of one JPEG marker segment (its 16-bit length counts itself).
+MAX_SEGMENT_PAYLOAD = 0xFFFF - 2
+
+
 def _jpeg_segment(marker: int, payload: bytes) -> bytes:
-    if len(payload) + 2 > 0xFFFF:
+    if len(payload) > MAX_SEGMENT_PAYLOAD:
         raise ValueError("metadata too large for one JPEG segment (64 KB)")
     return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
 
 
-def _exif_payload(comment: str, record_json: str) -> bytes:
+def _encode_comment(comment: str, big_endian: bool) -> bytes:
+    # UNICODE user comments are UCS-2 in the byte order of the TIFF header that holds them.
+    if comment.isascii():
+        return b"ASCII\x00\x00\x00" + comment.encode("ascii")
+    return b"UNICODE\x00" + comment.encode("utf-16-be" if big_endian else "utf-16-le")
+
+
+def _exif_payload(comment: str | None, record_json: str | None) -> bytes:
+    """The Exif APP1 payload; a ``None`` comment or record is left out."""
     from PIL import Image
 
     exif = Image.Exif()
@@ -356,18 +385,62 @@ def _exif_payload(comment: str, record_json: str) -> bytes:
     raw = exif.tobytes()
     if not raw.startswith(_EXIF_HEADER):
         raw = _EXIF_HEADER + raw
-    # UNICODE user comments are UCS-2 in the byte order of the TIFF header that holds them.
     big_endian = raw[len(_EXIF_HEADER) : len(_EXIF_HEADER) + 2] == b"MM"
-    encoded_comment = (
-        b"UNICODE\x00" + comment.encode("utf-16-be" if big_endian else "utf-16-le")
-        if not comment.isascii()
-        else b"ASCII\x00\x00\x00" + comment.encode("ascii")
-    )
     ifd = exif.get_ifd(_EXIF_IFD)
-    ifd[_USER_COMMENT] = encoded_comment
-    ifd[_MAKER_NOTE] = _MAKER_PREFIX + record_json.encode("utf-8")
+    if comment is not None:
+        ifd[_USER_COMMENT] = _encode_comment(comment, big_endian)
+    if record_json is not None:
+        ifd[_MAKER_NOTE] = _MAKER_PREFIX + record_json.encode("utf-8")
     raw = exif.tobytes()
     return raw if raw.startswith(_EXIF_HEADER) else _EXIF_HEADER + raw
+
+
+def _comment_size(comment: str) -> int:
+    return len(_encode_comment(comment, False))
+
+
+def shorten_infotext(text: str, max_bytes: int) -> str | None:
+    """``text`` with its prompt cut (ending ``...``) so the Exif UserComment takes at most
+    ``max_bytes``; the parameter line stays whole. None when not even that fits. Pure."""
+    if _comment_size(text) <= max_bytes:
+        return text
+    prompt, sep, params = text.rpartition("\n")
+    if not sep:
+        prompt, params = text, ""
+
+    def cut(k: int) -> str:
+        return prompt[:k].rstrip() + "..." + (f"\n{params}" if params else "")
+
+    if _comment_size(cut(0)) > max_bytes:
+        return None
+    lo, hi = 0, len(prompt)  # the size grows with k: find the longest cut that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _comment_size(cut(mid)) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return cut(lo)
+
+
+# TIFF pads each value to an even length; a few bytes of slack cover that.
+_SLACK = 8
+
+
+def _fitted_exif(comment: str, record_json: str) -> bytes:
+    """The Exif payload within one JPEG segment: see :func:`embed_metadata` for what is kept."""
+    payload = _exif_payload(comment, record_json)
+    if len(payload) <= MAX_SEGMENT_PAYLOAD:
+        return payload
+    for record in (record_json, None):  # first keep the record and cut the infotext; then drop it
+        room = MAX_SEGMENT_PAYLOAD - len(_exif_payload(None, record)) - _SLACK
+        short = shorten_infotext(comment, room - 12) if room > 12 else None  # 12: the tag's entry
+        if short is None:
+            continue
+        payload = _exif_payload(short, record)
+        if len(payload) <= MAX_SEGMENT_PAYLOAD:
+            return payload
+    return _exif_payload(None, None)
 
 
 def _embed_jpeg(data: bytes, comment: str, record_json: str) -> bytes:
@@ -375,7 +448,7 @@ def _embed_jpeg(data: bytes, comment: str, record_json: str) -> bytes:
     kept = [(m, p) for m, p in segments if not (m == 0xE1 and p.startswith(_EXIF_HEADER))]
     # Exif goes right after SOI, or after a JFIF APP0 when there is one (as libjpeg and Pillow write).
     insert_at = 1 if kept and kept[0][0] == 0xE0 and kept[0][1].startswith(b"JFIF\x00") else 0
-    kept.insert(insert_at, (0xE1, _exif_payload(comment, record_json)))
+    kept.insert(insert_at, (0xE1, _fitted_exif(comment, record_json)))
     return b"\xff\xd8" + b"".join(_jpeg_segment(m, p) for m, p in kept) + rest
 
 
@@ -396,6 +469,8 @@ def _decode_user_comment(value: Any, big_endian: bool) -> str | None:
 
 
 def _read_jpeg_texts(data: bytes) -> dict[str, str]:
+    import warnings
+
     from PIL import Image
 
     texts: dict[str, str] = {}
@@ -403,9 +478,13 @@ def _read_jpeg_texts(data: bytes) -> dict[str, str]:
     for marker, payload in segments:
         if marker == 0xE1 and payload.startswith(_EXIF_HEADER):
             exif = Image.Exif()
-            exif.load(payload)
+            with warnings.catch_warnings():  # Pillow warns about each damaged tag it skips
+                warnings.simplefilter("ignore")
+                exif.load(payload)
             big_endian = payload[len(_EXIF_HEADER) : len(_EXIF_HEADER) + 2] == b"MM"
-            ifd = exif.get_ifd(_EXIF_IFD)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ifd = exif.get_ifd(_EXIF_IFD)
             comment = _decode_user_comment(ifd.get(_USER_COMMENT), big_endian)
             if comment:
                 texts[INFOTEXT_KEY] = comment
@@ -424,14 +503,26 @@ def embed_metadata(data: bytes, content_type: str, result: "FluxResult", index: 
 
     PNG gets ``parameters`` (infotext) and ``flux_nb`` (JSON) text chunks after IHDR, replacing
     earlier ones with those keywords; JPEG gets one Exif APP1 segment (replacing any Exif there)
-    with the infotext as UserComment and the JSON as MakerNote. Other formats are returned as is.
+    with the infotext as UserComment and the JSON (UTF-8) as MakerNote. Other formats are returned
+    as is.
+
+    Size never fails a save. A JPEG segment holds at most 65533 bytes, so when the infotext and
+    the record do not both fit, the JSON record is kept whole (it reproduces the image exactly) and
+    the infotext's prompt is cut, ending in ``...``, its parameter line kept whole; when the record
+    alone does not fit (prompts of tens of thousands of characters), it is left out and the cut
+    infotext is kept, so :func:`read_info` then gives the infotext's request, with the cut
+    prompt. PNG text chunks have no such limit.
     """
     comment = infotext(result.reproduce_request, result.seed, index=index)
-    record = json.dumps(_record(result, index), ensure_ascii=True, separators=(",", ":"))
+    record = _record(result, index)
     if content_type == "image/png" or data.startswith(_PNG_SIGNATURE):
-        return _embed_png(data, {INFOTEXT_KEY: comment, RECORD_KEY: record})
+        # ASCII JSON stays in a tEXt chunk, which every PNG reader knows.
+        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+        return _embed_png(data, {INFOTEXT_KEY: comment, RECORD_KEY: text})
     if content_type in ("image/jpeg", "image/jpg") or data.startswith(b"\xff\xd8"):
-        return _embed_jpeg(data, comment, record)
+        # UTF-8: a third of the size of \uXXXX escapes, which matters within 64 KB.
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        return _embed_jpeg(data, comment, text)
     return data
 
 
@@ -463,7 +554,8 @@ def read_info(source: str | Path | bytes) -> dict[str, Any]:
             fmt, texts = "jpeg", _read_jpeg_texts(data)
         else:
             raise ValueError("not a PNG or JPEG file")
-    except ValueError as exc:
+    # Pillow's Exif parser raises SyntaxError for a bad TIFF header and struct.error for cut values.
+    except (ValueError, SyntaxError, struct.error, EOFError) as exc:
         raise FluxValidationError([FieldError("path", label, f"cannot read image metadata: {exc}", "type_error")]) from None
 
     info: dict[str, Any] = {
@@ -508,12 +600,13 @@ def file_stem(result: "FluxResult", max_words: int = 6) -> str:
     return f"{slug}-s{result.seed}"
 
 
-def _extension(content_type: str) -> str:
-    return "png" if content_type == "image/png" else "jpg"
+def _file_extension(image: Any) -> str:
+    """The file name extension of a saved image: :attr:`FluxImage.extension`, JPEG spelled ``jpg``."""
+    return "jpg" if image.extension == "jpeg" else image.extension
 
 
 def _names(stem: str, result: "FluxResult") -> list[str]:
-    names = [f"{stem}-{i}.{_extension(im.content_type)}" for i, im in enumerate(result.images)]
+    names = [f"{stem}-{i}.{_file_extension(im)}" for i, im in enumerate(result.images)]
     return names + [f"{stem}.request.json"]
 
 
@@ -556,16 +649,19 @@ def save_result(result: "FluxResult", folder: str | Path) -> list[Path]:
             # "x" mode: a file that appeared since the check is never overwritten; try the next stem.
             for name, payload in zip(names, payloads):
                 with open(folder / name, "xb") as fh:
+                    written.append(folder / name)  # created: ours to remove if anything fails
                     fh.write(payload)
-                written.append(folder / name)
             json_path = folder / names[-1]
             with open(json_path, "x", encoding="utf-8") as fh:
+                written.append(json_path)
                 fh.write(_request_json(result, names[:-1]))
-            written.append(json_path)
-        except FileExistsError:
+        except OSError as exc:
+            # A full disk, a lost mount, a name taken meanwhile: never leave half a save behind.
             for path in written:
                 path.unlink(missing_ok=True)
-            continue
+            if isinstance(exc, FileExistsError):
+                continue
+            raise
         for image, path in zip(result.images, written):
             image.path = path
         return written

@@ -237,3 +237,124 @@ def test_any_prompt_round_trips(prompt, fmt, seed, guidance, steps):
     result = make_result(prompt, fmt=fmt, seed=seed, guidance_scale=guidance, num_inference_steps=steps)
     data = embed_metadata(result.images[0].data, result.images[0].content_type, result, 0)
     assert read_metadata(data) == result.reproduce_request
+
+
+# -- size limits and damaged files ----------------------------------------------------------------
+
+
+def _exif_size(data: bytes) -> int:
+    return next(len(p) for m, p in _jpeg_segments(data)[0] if m == 0xE1 and p.startswith(b"Exif\0\0"))
+
+
+def test_jpeg_long_non_ascii_prompt_keeps_the_record():
+    prompt = "狐" * 16_000  # record and infotext together pass the 64 KB of one JPEG segment
+    result = make_result(prompt)
+    data = embed_metadata(result.images[0].data, "image/jpeg", result, 0)
+    assert _exif_size(data) <= 65533
+    info = read_info(data)
+    assert info["source"] == "flux_nb" and info["request"] == result.reproduce_request
+    # the infotext stays, its prompt cut, its parameter line whole
+    first, params = info["infotext"].split("\n")
+    assert first.endswith("...") and first.startswith("狐" * 1000) and "Seed: 42" in params
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+
+
+@pytest.mark.parametrize("prompt", ["狐" * 40_000, "a fox " * 20_000])
+def test_jpeg_record_too_big_keeps_a_cut_infotext(prompt):
+    result = make_result(prompt)
+    data = embed_metadata(result.images[0].data, "image/jpeg", result, 0)
+    assert _exif_size(data) <= 65533
+    info = read_info(data)
+    assert info["source"] == "infotext" and info["record"] is None
+    assert info["request"].seed == 42 and info["request"].num_inference_steps == 28
+    assert info["request"].prompt.endswith("...") and prompt.startswith(info["request"].prompt[:-3].rstrip())
+
+
+def test_save_never_fails_for_metadata_size(tmp_path):
+    result = make_result("狐" * 50_000, n=2)
+    paths = save_result(result, tmp_path)
+    assert len(paths) == 3 and read_metadata(paths[0]).seed == 42
+
+
+def test_failed_write_leaves_no_half_written_files(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from flux_nb import metadata
+
+    calls = []
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, payload):
+            self.fh.write(payload[: len(payload) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        fh = builtins.open(path, mode, *args, **kwargs)
+        calls.append(path)
+        return FullDisk(fh) if len(calls) == 2 else fh  # the second image fills the disk
+
+    monkeypatch.setattr(metadata, "open", fake_open, raising=False)
+    with pytest.raises(OSError) as info:
+        save_result(make_result(n=2), tmp_path / "out")
+    assert info.value.errno == errno.ENOSPC
+    assert len(calls) == 2 and list((tmp_path / "out").iterdir()) == []
+
+
+def _png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    import zlib
+
+    chunks = _png_chunks(encode("PNG"))
+    chunks.insert(1, (kind, payload))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(p)) + k + p + struct.pack(">I", zlib.crc32(k + p)) for k, p in chunks
+    )
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iTXt"])
+def test_compressed_text_bombs_are_not_inflated(kind):
+    import zlib
+
+    text = "a fox\nSteps: 30, CFG scale: 4, Seed: 77" + " " * 5_000_000
+    header = b"parameters\x00" + (b"\x00" if kind == b"zTXt" else b"\x01\x00\x00\x00")
+    bomb = _png_with_chunk(kind, header + zlib.compress(text.encode(), 9))
+    assert len(bomb) < 100_000
+    with pytest.raises(FluxValidationError, match="no flux-nb or A1111 parameters"):
+        read_info(bomb)
+    # a compressed chunk of ordinary size still reads
+    small = _png_with_chunk(kind, header + zlib.compress(b"a fox\nSteps: 30, CFG scale: 4, Seed: 77"))
+    assert read_metadata(small).seed == 77
+
+
+@pytest.mark.parametrize(
+    "exif",
+    [
+        b"Exif\x00\x00II",  # a TIFF header cut short
+        b"Exif\x00\x00XXXXXXXX",  # not a TIFF header
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05",  # an IFD cut in its entry count
+    ],
+)
+def test_broken_exif_is_a_validation_error(exif):
+    original = encode("JPEG")
+    data = original[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + original[2:]
+    with pytest.raises(FluxValidationError) as info:
+        read_info(data)
+    assert info.value.errors[0].field == "path" and info.value.errors[0].value == "<bytes>"
+
+
+def test_file_names_follow_the_images_own_extension(tmp_path):
+    request = FluxRequest("a fox")
+    images = [FluxImage(encode("WEBP"), "image/webp", 64, 48), FluxImage(encode("JPEG"), "image/jpeg", 64, 48),
+              FluxImage(encode("PNG"), "image/png", 64, 48)]
+    paths = save_result(FluxResult(images, seed=3, request=request), tmp_path)
+    assert [p.suffix for p in paths] == [".webp", ".jpg", ".png", ".json"]
