@@ -79,16 +79,35 @@ class RenderOptions:
     reveal_nsfw: bool = False
 
     def __post_init__(self) -> None:
+        from .errors import FieldError, FluxValidationError
+
+        errors: list[FieldError] = []
         for name in ("thumbnail_size", "sheet_tile", "nsfw_mosaic"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 4096:
-                raise ValueError(f"render option {name}={value!r}: must be a whole number of pixels from 8 to 4096")
+                errors.append(FieldError(name, value, "render option: must be a whole number of pixels from 8 to 4096", "range"))
         if not isinstance(self.preview_size, int) or not (self.preview_size == 0 or 8 <= self.preview_size <= 4096):
-            raise ValueError(f"render option preview_size={self.preview_size!r}: must be 0 (off) or 8 to 4096 pixels")
+            errors.append(FieldError("preview_size", self.preview_size, "render option: must be 0 (off) or 8 to 4096 pixels", "range"))
         for name in ("thumbnail_quality", "preview_quality"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 95:
-                raise ValueError(f"render option {name}={value!r}: must be a JPEG quality from 1 to 95")
+                errors.append(FieldError(name, value, "render option: must be a JPEG quality from 1 to 95", "range"))
+        if errors:
+            raise FluxValidationError(errors)
+
+
+def _with_changes(base: RenderOptions, changes: dict[str, Any]) -> RenderOptions:
+    """``base`` with ``changes``; an unknown or bad option is a :class:`FluxValidationError` naming it."""
+    from .errors import FieldError, FluxValidationError
+
+    known = [f.name for f in fields(RenderOptions)]
+    unknown = [
+        FieldError(name, value, f"unknown render option; allowed: {', '.join(known)}", "extra")
+        for name, value in changes.items() if name not in known
+    ]
+    if unknown:
+        raise FluxValidationError(unknown)
+    return replace(base, **changes)
 
 
 _options = RenderOptions()
@@ -103,12 +122,8 @@ def options() -> RenderOptions:
 def configure(**changes: Any) -> RenderOptions:
     """Change the process-wide render defaults (e.g. ``configure(thumbnail_size=192)``)."""
     global _options
-    known = {f.name for f in fields(RenderOptions)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise ValueError(f"unknown render option {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
     with _options_lock:
-        _options = replace(_options, **changes)
+        _options = _with_changes(_options, changes)
         return _options
 
 
@@ -377,8 +392,10 @@ class ResultView:
 
 
 def view(result: "FluxResult", **changes: Any) -> ResultView:
-    """``result`` drawn with some options changed (``view(res, thumbnail_size=512)``)."""
-    return ResultView(result, replace(_options, **changes))
+    """``result`` drawn with some options changed (``view(res, thumbnail_size=512)``).
+
+    Raises :class:`~flux_nb.errors.FluxValidationError` naming an unknown or bad option."""
+    return ResultView(result, _with_changes(_options, changes))
 
 
 def show(result: "FluxResult", *, reveal_nsfw: bool = False, **changes: Any) -> None:

@@ -102,7 +102,7 @@ def test_thumbnail_size_is_configurable_and_validated():
     assert max(data_uris(render.result_html(result, render.RenderOptions(thumbnail_size=64)))[0].size) == 64
     with pytest.raises(ValueError, match="thumbnail_size=3"):
         render.configure(thumbnail_size=3)
-    with pytest.raises(ValueError, match="unknown render option 'thumb'"):
+    with pytest.raises(ValueError, match="thumb=100: unknown render option"):
         render.configure(thumb=100)
 
 
@@ -170,3 +170,19 @@ def test_rgba_png_and_empty_result():
     empty = FluxResult([], seed=1, request=FluxRequest("x"))
     bundle = render.result_mimebundle(empty)
     assert "no images" in bundle["text/html"] and "image/png" not in bundle
+
+
+def test_bad_view_options_are_validation_errors_naming_the_option():
+    from flux_nb.errors import FluxValidationError
+
+    result = make_result(n=1)
+    with pytest.raises(FluxValidationError) as info:
+        render.view(result, bad=1)
+    error = info.value.errors[0]
+    assert error.field == "bad" and error.value == 1
+    assert "thumbnail_size" in error.message and "reveal_nsfw" in error.message  # the allowed ones
+    with pytest.raises(FluxValidationError) as info:
+        render.view(result, thumbnail_size=3)
+    assert info.value.errors[0].field == "thumbnail_size"
+    with pytest.raises(FluxValidationError, match="thumb=100"):
+        render.configure(thumb=100)
