@@ -18,7 +18,6 @@ Models:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,9 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # tiny_flux: tiny model and tokenizers built from scratch
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import parser as bench_parser, report  # noqa: E402
 
 from flux_nb.params import FluxRequest  # noqa: E402
 from flux_nb.server.engines.base import JobContext  # noqa: E402
@@ -156,23 +158,22 @@ def time_engine(engine: DiffusersEngine, *, size: int, steps: int, num_images: i
     return time.perf_counter() - started, _step_gaps(stamps)
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of the timing rows."""
-    head = ["mode", "size", "images", "steps", "total s", "step ms (median)", "step ms (mean)", "vs raw"]
+HEADERS = ["mode", "size", "images", "steps", "total s", "step ms (median)", "step ms (mean)", "vs raw"]
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The timing rows as table cells (per-step difference against the raw call in the last column)."""
     raw = next((r for r in rows if r["mode"] == "raw"), None)
-    lines = []
+    out = []
     for r in rows:
         ratio = f"{(r['step_median'] / raw['step_median'] - 1) * 100:+.1f}%" if raw and r is not raw else ""
-        lines.append([r["mode"], f"{r['size']}x{r['size']}", str(r["images"]), str(r["steps"]), f"{r['total']:.3f}",
-                      f"{r['step_median'] * 1000:.1f}", f"{r['step_mean'] * 1000:.1f}", ratio])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+        out.append([r["mode"], f"{r['size']}x{r['size']}", str(r["images"]), str(r["steps"]), f"{r['total']:.3f}",
+                    f"{r['step_median'] * 1000:.1f}", f"{r['step_mean'] * 1000:.1f}", ratio])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)  # --quick (tiny sizes, one timed call) and --json PATH
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("model", nargs="?", help="diffusers Flux folder or cached model id")
     source.add_argument("--random-full", action="store_true", help="full-size random FLUX.1 transformer (GPU)")
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per mode after one warm-up")
     args = parser.parse_args(argv)
+    if args.quick:  # a smoke run: smallest image, two steps, one timed call per mode
+        args.size, args.steps, args.repeats = min(args.size, 64), min(args.steps, 2), 1
 
     import torch
 
@@ -222,8 +225,13 @@ def main(argv: list[str] | None = None) -> int:
                          "step_mean": statistics.fmean(gaps)})
         info = engine.describe()
         gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
-        print(f"model: {info['model']}  device: {gpu}  dtype: {info['dtype']}  torch {torch.__version__}")
-        print(format_table(rows))
+        report(
+            "diffusers engine vs raw pipeline, per-step time",
+            HEADERS,
+            table_rows(rows),
+            [f"model: {info['model']}  device: {gpu}  dtype: {info['dtype']}  torch {torch.__version__}"],
+            json_out=args.json,
+        )
         engine.close()
     return 0
 
