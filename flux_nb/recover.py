@@ -12,7 +12,15 @@ import asyncio
 import warnings
 from typing import Any
 
-from .errors import FluxCancelledError, FluxError, FluxJobFailedError, FluxNotFoundError
+from .errors import (
+    FieldError,
+    FluxCancelledError,
+    FluxError,
+    FluxJobFailedError,
+    FluxNotFoundError,
+    FluxStoreError,
+    FluxValidationError,
+)
 from .result import FluxResult
 
 __all__ = ["recover", "arecover", "fetch_journaled"]
@@ -24,13 +32,20 @@ async def fetch_journaled(job: Any, aio: Any, store: Any, *, warn: bool = False)
     Saved already but never cleared from the journal: read back from disk. Otherwise fetched
     through ``aio`` (an :class:`~flux_nb.client.AsyncFluxClient`; paid for once already) and saved.
     Expired, failed or cancelled jobs are dropped from the journal; a job whose server cannot be
-    reached now stays for a later try. ``warn=True`` says so with a RuntimeWarning. Every store
-    call runs in a worker thread, so the event loop never waits on SQLite or the disk.
+    reached now stays for a later try, and so does one whose images cannot be saved now (the
+    fetched result is returned, its images in memory only). ``warn=True`` says so with a
+    RuntimeWarning. Every store call runs in a worker thread, so the event loop never waits on
+    SQLite or the disk.
     """
     saved = await asyncio.to_thread(store.find_request_id, job.request_id)
     if saved is not None and saved.files_exist:  # saved, but the entry was never cleared
-        await asyncio.to_thread(store.journal_done, job.request_id)
-        return await asyncio.to_thread(saved.load)
+        try:
+            loaded = await asyncio.to_thread(saved.load)
+        except OSError:
+            loaded = None  # deleted since: fetch it again below
+        if loaded is not None:
+            await asyncio.to_thread(store.journal_done, job.request_id)
+            return loaded
     try:
         result = await aio.fetch(job.handle_info, job.request)
     except (FluxNotFoundError, FluxJobFailedError, FluxCancelledError) as exc:
@@ -45,13 +60,38 @@ async def fetch_journaled(job: Any, aio: Any, store: Any, *, warn: bool = False)
             warnings.warn(f"could not recover request {job.request_id} now: {exc}", RuntimeWarning, stacklevel=2)
         return None
     if not all(im.path is not None for im in result.images):
-        await asyncio.to_thread(store.save, result)
+        # the client saves what it fetches; a save_error means it tried and the disk said no
+        error = getattr(result, "save_error", None)
+        if error is None:
+            try:
+                await asyncio.to_thread(store.save, result)
+            except FluxStoreError as exc:
+                error = str(exc)
+        if error is not None:
+            # keep the entry: a later recover() can fetch and save it while the server keeps it
+            if warn:
+                warnings.warn(
+                    f"recovered request {job.request_id} but could not save its images ({error}); "
+                    "they are in memory only and the job stays in the journal",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return result
     await asyncio.to_thread(store.journal_done, job.request_id)
     return result
 
 
+def _check_concurrency(concurrency: object) -> int:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise FluxValidationError(
+            [FieldError("concurrency", concurrency, "must be a whole number of at least 1 (jobs fetched at once)")]
+        )
+    return concurrency
+
+
 async def arecover(client: Any = None, *, include_own: bool = False, concurrency: int = 8) -> list[FluxResult]:
     """:func:`recover` for ``await``."""
+    concurrency = _check_concurrency(concurrency)
     if client is None:
         from .client import get_client
 
@@ -78,8 +118,12 @@ def recover(client: Any = None, *, include_own: bool = False, concurrency: int =
 
     Jobs this process submitted itself (still running here) are left alone unless
     ``include_own=True``. Expired, failed or cancelled jobs are dropped from the journal with a
-    warning; jobs whose server cannot be reached stay for a later call.
+    warning; jobs whose server cannot be reached, or whose images cannot be saved now, stay for a
+    later call. ``concurrency`` (a whole number, at least 1) is how many jobs are fetched at once;
+    anything else is a :class:`~flux_nb.errors.FluxValidationError`.
     """
     from ._loop import run_sync
+
+    _check_concurrency(concurrency)
 
     return run_sync(arecover(client, include_own=include_own, concurrency=concurrency))

@@ -424,3 +424,47 @@ def test_the_cache_and_journal_are_checked_once_per_sweep_not_per_cell(live_serv
         assert calls == {"has_many": 1, "pending": 1, "lookup": 8}  # one read per cached cell
     finally:
         client.close()
+
+
+def _submit_journaled(client, request):
+    """Submit a job and journal it as generate() does, as if the kernel then died before fetching it."""
+    handle = client.submit(request)
+    backend = client.aio.backend
+    get_store().journal_submit(request, {**handle.to_dict(), "endpoint": backend.queue_url, "backend": backend.kind})
+    return handle
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, 1.5, True, "4"])
+@pytest.mark.timeout(60)
+def test_recover_refuses_a_concurrency_that_is_not_a_positive_whole_number(live_server, client_for, concurrency):
+    from flux_nb.errors import FluxValidationError
+
+    server = live_server(workers=1)
+    client = client_for(server)
+    _submit_journaled(client, FluxRequest("a waiting fox", seed=3, image_size="square"))  # recover has work
+    with pytest.raises(FluxValidationError) as info:
+        recover(client, include_own=True, concurrency=concurrency)  # Semaphore(0) would wait forever
+    assert info.value.errors[0].field == "concurrency" and "at least 1" in str(info.value)
+    assert len(get_store().pending()) == 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore:flux-nb could not save the images:UserWarning")  # the client's own warning
+def test_recover_keeps_going_when_the_images_cannot_be_saved(live_server, client_for, data_dir):
+    server = live_server(workers=2)
+    client = client_for(server)
+    for seed in (1, 2):
+        _submit_journaled(client, FluxRequest("an unsaved fox", seed=seed, image_size="square"))
+    # a file where the images folder should be: every save fails, while the journal still works
+    (data_dir / "images").write_text("not a folder")
+    with pytest.warns(RuntimeWarning):
+        recovered = recover(client, include_own=True)
+    # both jobs were fetched (their images are in memory) even though neither could be saved
+    assert sorted(r.seed for r in recovered) == [1, 2]
+    assert all(r.images[0].data and r.images[0].path is None for r in recovered)
+    # the journal keeps them, so a later recover (with a working folder) can still save them
+    assert len(get_store().pending()) == 2
+    (data_dir / "images").unlink()
+    again = recover(client, include_own=True)
+    assert sorted(r.seed for r in again) == [1, 2] and all(r.images[0].path.is_file() for r in again)
+    assert get_store().pending() == [] and stats(server)["jobs"]["submitted"] == 2
