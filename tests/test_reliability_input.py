@@ -198,8 +198,10 @@ def magic_shell(live_server, monkeypatch):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text(alphabet="0123456789.-+eE,()[] x", max_size=25), st.booleans())
+@given(st.text(alphabet="0123456789.-+eE,()[] x\n", max_size=25), st.booleans())
 @example("1-1e9", False)
+@example("1e309", False)
+@example("1\n2", True)
 @example("0-1 [100001]", False)
 @example("1-2 [5]", True)
 @example("5-1 (+0)", False)
@@ -214,6 +216,13 @@ def test_grammar_gives_numbers_or_an_error_naming_the_axis(text, integer):
     assert all(math.isfinite(v) for v in values)
     if integer:
         assert all(isinstance(v, int) for v in values)
+
+
+@pytest.mark.parametrize("text", ["1e309", "-1e309", "1e309-2", "1-2 (+1e309)", "1\n2", "1\r2"])
+def test_overflowing_numbers_and_broken_lines_are_errors_naming_the_axis(text):
+    with pytest.raises(FluxValidationError) as info:
+        parse_values(text, field="guidance")
+    assert info.value.fields == ["guidance"]
 
 
 @settings(max_examples=300, deadline=None)
