@@ -1,6 +1,8 @@
 """Helpers for the real-browser test: JupyterLab in temp folders, driven by headless Chromium.
 
-See DESIGN.md section 6 for why each step is there (kernel readiness, launch flags, ...).
+Each step is there for a reason a flaky run taught: wait until the kernel is really ready before
+running cells, launch Chromium headless with the flags a sandbox-less container needs, and give each
+run its own JupyterLab settings, workspace and runtime folders so nothing leaks between runs.
 """
 
 from __future__ import annotations
