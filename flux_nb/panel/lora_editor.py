@@ -29,6 +29,12 @@ class LoraRow(widgets.HBox):
         super().__init__([self.path, self.scale, self.remove_button])
         self.add_class("flux-nb-lora-row")
 
+    def close(self) -> None:
+        """Close the row and its controls (a closed box leaves its children's comms open)."""
+        for child in (self.path, self.scale, self.remove_button):
+            child.close()
+        super().close()
+
 
 class LoraEditor(widgets.VBox):
     """Add/remove rows of LoRA path + scale. ``rows`` lists the :class:`LoraRow` widgets in order.
