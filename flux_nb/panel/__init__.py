@@ -5,7 +5,10 @@ and history strip), :mod:`.sweep_tab` (the Sweep tab), :mod:`.worker` (backgroun
 :mod:`.code` (pure helpers: messages, copy-as-code, cost).
 """
 
-from .gallery import HistoryEntry
+from .gallery import PanelHistoryEntry
 from .widget import Panel
 
-__all__ = ["Panel", "HistoryEntry"]
+#: The former name of :class:`PanelHistoryEntry`, kept so existing code keeps working.
+HistoryEntry = PanelHistoryEntry
+
+__all__ = ["Panel", "PanelHistoryEntry", "HistoryEntry"]

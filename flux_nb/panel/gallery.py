@@ -6,6 +6,7 @@ light in the notebook's widget state; NSFW-flagged images show as a mosaic until
 
 from __future__ import annotations
 
+import html
 import io
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -14,7 +15,7 @@ import ipywidgets as widgets
 
 from ..params import FluxRequest
 
-__all__ = ["HistoryEntry", "OutputGrid", "HistoryStrip", "thumbnail_jpeg"]
+__all__ = ["PanelHistoryEntry", "OutputGrid", "HistoryStrip", "thumbnail_jpeg"]
 
 
 def thumbnail_jpeg(data: bytes, max_side: int) -> bytes:
@@ -30,8 +31,11 @@ def thumbnail_jpeg(data: bytes, max_side: int) -> bytes:
 
 
 @dataclass(eq=False)
-class HistoryEntry:
-    """One finished generation of a panel: the request as sent, and its result."""
+class PanelHistoryEntry:
+    """One finished generation of a panel: the request as sent, and its result.
+
+    Not :class:`flux_nb.store.HistoryEntry` (a row of the on-disk history): this one lives only
+    in the panel and holds the result itself."""
 
     index: int
     request: FluxRequest
@@ -81,7 +85,7 @@ class OutputGrid(widgets.GridBox):
         """Show one picture (a sweep's contact sheet) instead of images."""
         thumb = widgets.Image(value=thumbnail_jpeg(data, max_side), format="jpeg")
         thumb.add_class("flux-nb-grid-image")
-        label = widgets.HTML(f"<small>{_escape(caption)}</small>")
+        label = widgets.HTML(f"<small>{html.escape(caption)}</small>")
         cell = widgets.VBox([thumb, label])
         self.layout.grid_template_columns = "1fr"
         self._replace([cell])
@@ -104,7 +108,7 @@ class OutputGrid(widgets.GridBox):
         thumb = widgets.Image(value=thumbnail(image, self.thumb_size, kind="mosaic" if flagged else "thumb"), format="jpeg",
                               layout=widgets.Layout(max_width=f"{self.thumb_size}px"))
         thumb.add_class("flux-nb-grid-image")
-        label = widgets.HTML(f"<small>{_escape(caption)}</small>")
+        label = widgets.HTML(f"<small>{html.escape(caption)}</small>")
         parts: list[widgets.Widget] = [thumb, label]
         if flagged:
             reveal = widgets.Button(description="Flagged NSFW: show", layout=widgets.Layout(width="auto"))
@@ -122,11 +126,11 @@ class OutputGrid(widgets.GridBox):
 class HistoryStrip(widgets.HBox):
     """Small thumbnail buttons of this panel's generations, newest first; clicking one restores it."""
 
-    def __init__(self, on_restore: Callable[[HistoryEntry], None], thumb_size: int = 64, limit: int = 50):
+    def __init__(self, on_restore: Callable[[PanelHistoryEntry], None], thumb_size: int = 64, limit: int = 50):
         self._on_restore = on_restore
         self.thumb_size = thumb_size
         self.limit = limit
-        self.entries: list[HistoryEntry] = []
+        self.entries: list[PanelHistoryEntry] = []
         super().__init__([], layout=widgets.Layout(overflow="auto hidden"))
         self.add_class("flux-nb-history")
 
@@ -138,7 +142,7 @@ class HistoryStrip(widgets.HBox):
             first = result.images[0]
             thumbnail(first, self.thumb_size, kind="mosaic" if first.nsfw else "thumb")
 
-    def add(self, entry: HistoryEntry) -> None:
+    def add(self, entry: PanelHistoryEntry) -> None:
         self.entries.append(entry)
         first = entry.result.images[0] if entry.result.images else None
         parts: list[widgets.Widget] = []
@@ -165,9 +169,3 @@ class HistoryStrip(widgets.HBox):
     def buttons(self) -> list[widgets.Button]:
         """The restore buttons, newest first."""
         return [w for item in self.children for w in item.children if isinstance(w, widgets.Button)]
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
