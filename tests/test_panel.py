@@ -15,10 +15,10 @@ import pytest
 
 from flux_nb.client import FluxClient
 from flux_nb.errors import FluxConnectionError, FluxValidationError
-from flux_nb.panel import HistoryEntry, Panel
+from flux_nb.panel import HistoryEntry, Panel, PanelHistoryEntry
 from flux_nb import magic_args
 from flux_nb.magic_args import cell_template
-from flux_nb.panel.code import describe_error, estimate_cost, field_label, python_code
+from flux_nb.panel.code import describe_error, field_label, python_code
 from flux_nb.params import FluxRequest, ImageSize, LoraWeight
 from flux_nb.protocol import RetryPolicy
 
@@ -350,7 +350,8 @@ def test_sweep_tab_estimate_and_run(panel):
     tab.y_axis.value = "num_inference_steps"
     tab.y_values.value = "2,4"
     cost = tab.estimate()
-    assert cost == {"requests": 6, "images": 6, "megapixels": 6, "cost": pytest.approx(0.21)}
+    assert (cost.cells, cost.requests, cost.images, cost.megapixels) == (6, 6, 6, 6)
+    assert cost.cost == pytest.approx(0.21)
     assert "6 request(s)" in tab.cost_line.value
     assert tab.run()
     panel.wait(WAIT)
@@ -440,11 +441,11 @@ def test_sweep_estimate_works_in_a_fresh_process(tmp_path):
     import sys
 
     code = ("from flux_nb import Panel; p = Panel(prompt='a fox'); cost = p.sweep_tab.estimate(); "
-            "assert cost is not None, p.status; print(cost['requests'], p.sweep_tab.cost_line.value)")
+            "assert cost is not None, p.status; print(cost.requests, p.sweep_tab.cost_line.value)")
     env = {**os.environ, "FLUX_NB_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("3 3 request(s)"), done.stdout
+    assert done.stdout.startswith("3 3 cell(s): 3 request(s)"), done.stdout
 
 
 def test_sweep_axes_must_differ(panel):
@@ -482,15 +483,63 @@ def test_code_snippets_for_defaults():
     assert _python_call_request(python_code(request)) == request
 
 
-def test_estimate_cost_rounds_each_image_up():
-    requests = [FluxRequest("a", size="landscape_4_3", n=4), FluxRequest("b", size="1500x1000")]
-    assert estimate_cost(requests, 0.035) == {"requests": 2, "images": 5, "megapixels": 6, "cost": 0.21}
-
-
 def test_history_entry_reproduces_seed():
     request = FluxRequest("a")
 
     class R:
         seed = 99
 
-    assert HistoryEntry(1, request, R()).reproduce_request.seed == 99
+    assert PanelHistoryEntry(1, request, R()).reproduce_request.seed == 99
+    assert HistoryEntry is PanelHistoryEntry  # the old name still works
+
+
+def test_panel_history_entries_are_panel_history_entries(panel):
+    import flux_nb.store
+
+    panel.prompt.value = "a fox"
+    panel.generate()
+    panel.wait(WAIT)
+    assert [type(e) for e in panel.history] == [PanelHistoryEntry]
+    assert PanelHistoryEntry is not flux_nb.store.HistoryEntry and PanelHistoryEntry.__name__ == "PanelHistoryEntry"
+
+
+def test_acceleration_and_sync_mode_are_kept(client):
+    p = Panel(client=client, prompt="a fox", acceleration="regular", sync_mode=True)
+    try:
+        request = p.request()
+        assert request.acceleration == "regular" and request.sync_mode is True
+        magic, python = p.code()
+        assert "--acceleration regular" in magic and "--sync" in magic
+        assert _python_call_request(python) == request
+        p.restore(FluxRequest("plain"))
+        assert p.request().acceleration == "none" and p.request().sync_mode is False
+        p.restore(FluxRequest("fast", acceleration="regular"))
+        assert p.request().acceleration == "regular"
+    finally:
+        p.close()
+
+
+def test_removing_a_lora_row_closes_its_widgets(panel):
+    row = panel.loras.add("a.safetensors", 0.5)
+    parts = [row.path, row.scale, row.remove_button]
+    assert all(w.comm is not None for w in parts)
+    row.remove_button.click()
+    assert row.comm is None and all(w.comm is None for w in parts)
+    row = panel.loras.add("b.safetensors")
+    parts = [row.path, row.scale, row.remove_button]
+    panel.loras.set([])  # replacing every row closes them too
+    assert all(w.comm is None for w in parts)
+
+
+def test_sweep_estimate_counts_duplicate_cells_once(panel):
+    panel.prompt.value = "a tree"
+    panel.size.value = "square"
+    panel.steps.value = 4
+    panel.randomize.value = False
+    panel.seed.value = 3
+    tab = panel.sweep_tab
+    tab.x_axis.value = "guidance_scale"
+    tab.x_values.value = "2,2,3"
+    cost = tab.estimate()
+    assert (cost.cells, cost.requests, cost.images) == (3, 2, 2)
+    assert "3 cell(s): 2 request(s)" in tab.cost_line.value

@@ -1,12 +1,13 @@
 """Pure helpers of the panel: plain-words messages and the Python call that reproduces a request
 (the ``%%flux`` cell comes from :func:`flux_nb.magic_args.cell_template`, shared with ``%flux load``).
+A sweep's size and cost come from its dry run's ``summary()``.
 
 Nothing here touches widgets, so it is tested directly and reused by other front ends.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import (
     FieldError,
@@ -29,7 +30,6 @@ __all__ = [
     "describe_error",
     "describe_status",
     "python_code",
-    "estimate_cost",
 ]
 
 #: What each request field is called on the panel, so errors name the control the user sees.
@@ -140,19 +140,9 @@ def python_code(request: FluxRequest) -> str:
     if not request.enable_safety_checker:
         args.append("enable_safety_checker=False")
     args.append(f"output_format={request.output_format!r}")
+    if request.sync_mode:
+        args.append("sync_mode=True")
+    if request.acceleration != "none":
+        args.append(f"acceleration={request.acceleration!r}")
     body = ",\n    ".join(args)
     return f"import flux_nb\n\nresult = flux_nb.generate(\n    {body},\n)\nresult"
-
-
-def estimate_cost(requests: Iterable[FluxRequest], price_per_megapixel: float | None = None) -> dict[str, float]:
-    """Requests, images, billed megapixels and dollars for a set of requests, priced by
-    :mod:`flux_nb.pricing` (each image rounded up to whole megapixels)."""
-    from .. import pricing
-
-    requests = list(requests)
-    return {
-        "requests": len(requests),
-        "images": sum(r.num_images for r in requests),
-        "megapixels": sum(pricing.request_megapixels(r) for r in requests),
-        "cost": round(pricing.estimate_cost(requests, price_per_megapixel), 4),
-    }

@@ -13,13 +13,14 @@ is current); its contact sheet replaces the panel's output grid.
 from __future__ import annotations
 
 import asyncio
+import html
 import io
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ..errors import FluxValidationError
-from .code import describe_error, estimate_cost
+from .code import describe_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from .widget import Panel
@@ -137,8 +138,12 @@ class SweepTab(widgets.VBox):
         return plan_sweep(prompt, dry_run=dry_run, cache=self._panel._runner.cache, client=self._panel._own_client(),
                           progress=False, live=False, **keywords)
 
-    def estimate(self) -> dict[str, float] | None:
-        """Plan the sweep without sending anything and show its size and cost."""
+    def estimate(self) -> Any:
+        """Plan the sweep without sending anything and show its size and cost.
+
+        Returns the dry run's :class:`~flux_nb.sweeps.plan.SweepSummary` (identical cells count as
+        one request; cells already in the cache are shown apart), or None if the sweep is invalid.
+        """
         try:
             prompt, keywords = sweep_arguments(self._panel.request(), self.axes())
             plan = self._plan(prompt, keywords, dry_run=True)
@@ -146,10 +151,13 @@ class SweepTab(widgets.VBox):
             self._panel._report_error(exc, prefix="Sweep: ")
             self.cost_line.value = ""
             return None
-        cost = estimate_cost(cell.request for cell in plan.cells)
-        self.cost_line.value = (f"{cost['requests']} request(s), {cost['images']} image(s), "
-                                f"{cost['megapixels']} MP, about ${cost['cost']:.2f} on fal.ai")
-        return cost
+        summary = plan.summary()
+        line = (f"{summary.cells} cell(s): {summary.requests} request(s), {summary.images} image(s), "
+                f"{summary.megapixels} MP, about ${summary.cost:.2f} on fal.ai")
+        if summary.cached:
+            line += f"; {summary.cached} in the cache, {summary.to_send} to send (about ${summary.cost_to_send:.2f})"
+        self.cost_line.value = html.escape(line)
+        return summary
 
     def run(self) -> bool:
         """Estimate, then start the sweep in the background; returns False if it could not start."""

@@ -20,7 +20,7 @@ from ..errors import FluxValidationError
 from ..params import IMAGE_SIZE_PRESETS, LIMITS, FluxRequest, ImageSize
 from ..magic_args import cell_template
 from .code import describe_error, describe_status, python_code
-from .gallery import HistoryEntry, HistoryStrip, OutputGrid
+from .gallery import HistoryStrip, OutputGrid, PanelHistoryEntry
 from .lora_editor import LoraEditor
 from .worker import Job, JobRunner
 
@@ -41,8 +41,10 @@ class Panel(widgets.VBox):
     ``AsyncFluxClient`` living on flux-nb's shared loop (default: ``flux_nb.client.get_client()``,
     chosen from the environment). ``defaults`` are request fields or their aliases
     (``prompt``, ``size``, ``steps``, ``guidance``, ``n``, ``seed``, ``loras``, ``format``, ...),
-    checked like any request. ``cache=False`` always generates afresh; ``thumb_size`` sets the
-    grid's thumbnail size in pixels.
+    checked like any request. ``acceleration`` and ``sync_mode`` have no control: the panel holds
+    them (attributes of the same names), sends them with every request, shows them in "copy as
+    code" and takes them from a restored request. ``cache=False`` always generates afresh;
+    ``thumb_size`` sets the grid's thumbnail size in pixels.
 
     Drive it from code as from the mouse: set widget values, then ``generate()`` (or
     ``generate_button.click()``), ``cancel()``, ``wait()``; ``on_result(cb)`` / ``on_error(cb)``
@@ -63,9 +65,12 @@ class Panel(widgets.VBox):
     def __init__(self, client: Any = None, *, cache: bool = True, thumb_size: int = 256, **defaults: Any):
         start = self._initial_request(defaults)
         self._client = client
+        #: fal's ``acceleration`` and ``sync_mode``: no widget, but kept and sent (see the class doc).
+        self.acceleration: str = start.acceleration
+        self.sync_mode: bool = start.sync_mode
         self._result_handlers = widgets.CallbackDispatcher()
         self._error_handlers = widgets.CallbackDispatcher()
-        self._history: list[HistoryEntry] = []
+        self._history: list[PanelHistoryEntry] = []
         self._runner = JobRunner(self._async_client, cache=cache, on_start=self._job_started,
                                  on_status=self._job_status, on_finish=self._job_finished,
                                  prepare=self._job_prepare)
@@ -182,6 +187,8 @@ class Panel(widgets.VBox):
             loras=self.loras.value(),
             enable_safety_checker=self.safety.value,
             output_format=self.output_format.value,
+            sync_mode=self.sync_mode,
+            acceleration=self.acceleration,
         )
 
     def set_request(self, request: FluxRequest, *, randomize: bool | None = None) -> None:
@@ -201,6 +208,7 @@ class Panel(widgets.VBox):
         self.loras.set(request.loras)
         self.safety.value = request.enable_safety_checker
         self.output_format.value = request.output_format
+        self.acceleration, self.sync_mode = request.acceleration, request.sync_mode
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -250,21 +258,21 @@ class Panel(widgets.VBox):
         self._error_handlers.register_callback(callback, remove=remove)
 
     @property
-    def history(self) -> list[HistoryEntry]:
+    def history(self) -> list[PanelHistoryEntry]:
         """This panel's finished generations, oldest first."""
         return list(self._history)
 
-    def restore(self, entry: HistoryEntry | Any) -> None:
+    def restore(self, entry: PanelHistoryEntry | Any) -> None:
         """Put a past generation's settings (with the seed it used) back into the controls.
 
-        ``entry`` is a :class:`HistoryEntry`, its 1-based number, a ``FluxResult`` or a ``FluxRequest``.
+        ``entry`` is a :class:`PanelHistoryEntry`, its 1-based number, a ``FluxResult`` or a ``FluxRequest``.
         """
         if isinstance(entry, int):
             matches = [e for e in self._history if e.index == entry]
             if not matches:
                 raise IndexError(f"no history entry #{entry}; this panel has {len(self._history)}")
             entry = matches[0]
-        if isinstance(entry, HistoryEntry):
+        if isinstance(entry, PanelHistoryEntry):
             request = entry.reproduce_request
             result = entry.result
         elif isinstance(entry, FluxRequest):
@@ -324,7 +332,7 @@ class Panel(widgets.VBox):
         after = self._queue_note()
         if job.state == "done":
             result = job.result
-            entry = HistoryEntry(len(self._history) + 1, job.request, result)
+            entry = PanelHistoryEntry(len(self._history) + 1, job.request, result)
             self._history.append(entry)
             if job.request.seed is None and result.seed is not None:
                 # "random seed" stays ticked; un-ticking it now reproduces this result
