@@ -468,3 +468,38 @@ def test_recover_keeps_going_when_the_images_cannot_be_saved(live_server, client
     again = recover(client, include_own=True)
     assert sorted(r.seed for r in again) == [1, 2] and all(r.images[0].path.is_file() for r in again)
     assert get_store().pending() == [] and stats(server)["jobs"]["submitted"] == 2
+
+
+@pytest.mark.timeout(120)
+def test_the_live_grid_is_drawn_off_the_event_loop(live_server, client_for, monkeypatch):
+    import IPython.display
+
+    from flux_nb.sweeps import runner
+    from flux_nb.sweeps.result import SweepResult
+
+    drawn_on: list[threading.Thread] = []
+    updated_on: list[threading.Thread] = []
+    updates: list[dict] = []
+    real_bundle = SweepResult._repr_mimebundle_
+
+    def recording_bundle(self, *args, **kwargs):
+        drawn_on.append(threading.current_thread())
+        return real_bundle(self, *args, **kwargs)
+
+    class Handle:
+        def update(self, bundle, raw=False):
+            updated_on.append(threading.current_thread())
+            updates.append(bundle)
+
+    monkeypatch.setattr(SweepResult, "_repr_mimebundle_", recording_bundle)
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: Handle())
+    monkeypatch.setattr(runner, "_in_notebook", lambda: True)
+    monkeypatch.setattr(runner, "LIVE_INTERVAL", 0.0)  # redraw after every cell
+    server = live_server(workers=2)
+    result = sweep("a {red|blue} fox", guidance="2-4", seed=9, image_size="square",
+                   client=client_for(server), progress=False, live=True)
+    assert [c.status for c in result.cells] == ["done"] * 6
+    loop_threads = set(updated_on)  # the display handle is only touched on the shared loop
+    assert len(loop_threads) == 1 and len(drawn_on) >= 2
+    assert not loop_threads & set(drawn_on)  # the grid (thumbnails + JPEG) is never drawn on the loop
+    assert list(updates[-1]) == ["text/plain"] and "sweep finished" in updates[-1]["text/plain"]

@@ -172,23 +172,50 @@ def _in_notebook() -> bool:
 
 
 class _LiveView:
-    """The grid in the notebook output, redrawn at most once per interval as cells finish."""
+    """The grid in the notebook output, redrawn at most once per interval as cells finish.
 
-    def __init__(self, result: SweepResult, interval: float = LIVE_INTERVAL):
+    Drawing the grid (dozens of thumbnails, JPEG-encoded) takes long enough to stall every
+    request in flight on the shared loop, so it is drawn in a worker thread; only the cheap
+    display update runs on the loop. At most one redraw is in flight; updates meanwhile are dropped.
+    """
+
+    def __init__(self, result: SweepResult, interval: float | None = None):
+        self.result = result
+        self.interval = LIVE_INTERVAL if interval is None else interval
+        self.last = 0.0
+        self.handle: Any = None
+        self._task: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Show the (empty) grid; call on the loop before the cells run."""
         from IPython.display import display
 
-        self.result = result
-        self.interval = interval
-        self.last = 0.0
-        self.handle = display(result._repr_mimebundle_(), raw=True, display_id=True)
+        bundle = await asyncio.to_thread(self.result._repr_mimebundle_)
+        self.handle = display(bundle, raw=True, display_id=True)
+        self.last = time.monotonic()
 
-    def update(self, force: bool = False) -> None:
+    def update(self) -> None:
+        """Start a redraw if the interval has passed and none is in flight; returns at once (on the loop)."""
+        if self.handle is None or (self._task is not None and not self._task.done()):
+            return
         now = time.monotonic()
-        if force or now - self.last >= self.interval:
+        if now - self.last >= self.interval:
             self.last = now
-            self.handle.update(self.result._repr_mimebundle_(), raw=True)
+            self._task = asyncio.ensure_future(self._redraw())
+
+    async def _redraw(self) -> None:
+        try:
+            bundle = await asyncio.to_thread(self.result._repr_mimebundle_)
+            self.handle.update(bundle, raw=True)
+        except Exception:  # a display problem must not fail the sweep
+            pass
 
     def finish(self) -> None:
+        # a redraw still in flight must not replace the summary when it lands
+        if self._task is not None:
+            self._task.cancel()
+        if self.handle is None:
+            return
         # the returned result displays itself: leave one summary line here, not a second grid
         self.handle.update({"text/plain": f"sweep finished: {self.result.summary()}"}, raw=True)
 
@@ -226,13 +253,15 @@ class Runner:
         store = getattr(aio, "store", None) if aio is not None else None
         return store if store is not None and hasattr(store, "lookup") else get_store()
 
-    def _hooks(self, result: SweepResult, cells: Sequence[SweepCell]):
+    async def _hooks(self, result: SweepResult, cells: Sequence[SweepCell]):
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(cells), desc="sweep", unit="cell")
         view = _LiveView(result) if self.live and _in_notebook() else None
+        if view is not None:
+            await view.start()
 
         def on_done(cell: SweepCell) -> None:
             if bar is not None:
@@ -253,7 +282,7 @@ class Runner:
     async def arun(self, result: SweepResult, cells: Sequence[SweepCell]) -> None:
         """Run ``cells`` of ``result`` on the running loop (for ``await`` in notebooks)."""
         aio = self.aio()
-        on_done, close = self._hooks(result, cells)
+        on_done, close = await self._hooks(result, cells)
         try:
             await run_cells(
                 cells, aio, store=self.store(aio), cache=self.cache, concurrency=self.concurrency, on_done=on_done
