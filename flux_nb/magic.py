@@ -300,7 +300,6 @@ class FluxMagics(Magics, Configurable):
             progress.close()
             raise
         progress.close()
-        self.last_progress = progress
         if opts.save:
             paths = result.save(opts.save)
             print(f"saved {len(paths) - 1} image(s) and the request to {opts.save}")
@@ -402,46 +401,21 @@ class FluxMagics(Magics, Configurable):
         return request
 
     def _cmd_login(self, words: list[str]) -> None:
-        import getpass
+        from .backend import login
 
-        key = getpass.getpass("fal.ai API key (kept in memory for this session only): ").strip()
-        if not key:
-            print("no key entered; nothing changed")
-            return
-        from .backend import set_session_key
-
-        set_session_key(key)
+        login()  # an empty key raises FluxConfigError, printed as one line; nothing changes
         print("key set for this session; generations now go to fal.ai (it is not saved anywhere)")
 
 
 def _history_line(entry: Any) -> str:
-    """One line per past generation, whatever shape the store's entries have."""
-
-    def get(name: str, default: Any = None) -> Any:
-        if isinstance(entry, dict):
-            return entry.get(name, default)
-        return getattr(entry, name, default)
-
-    request = get("request")
-    if isinstance(request, dict):
-        prompt = request.get("prompt", "")
-        size = request.get("image_size", "")
-        steps = request.get("num_inference_steps", "")
-        guidance = request.get("guidance_scale", "")
-    elif request is not None:
-        prompt, size, steps, guidance = request.prompt, request.size_label, request.num_inference_steps, request.guidance_scale
-    else:
-        prompt, size, steps, guidance = get("prompt", ""), "", "", ""
-    if isinstance(size, dict):
-        size = f"{size.get('width')}x{size.get('height')}"
-    created = get("created_at", "")
-    if hasattr(created, "strftime"):
-        created = created.strftime("%Y-%m-%d %H:%M")
-    ident = get("id", "") or get("request_id", "")
-    prompt = str(prompt).replace("\n", " ")
+    """One line for a past generation (a :class:`flux_nb.store.HistoryEntry`)."""
+    request = entry.request
+    created = entry.created_at.strftime("%Y-%m-%d %H:%M")
+    prompt = request.prompt.replace("\n", " ")
     if len(prompt) > 60:
         prompt = prompt[:57] + "..."
-    return f"{ident!s:>6}  {created!s:16}  seed {get('seed', '')!s:<12} {size!s:14} {steps!s:>2} steps  cfg {guidance!s:<4}  {prompt}"
+    return (f"{entry.id!s:>6}  {created:16}  seed {entry.seed!s:<12} {request.size_label:14} "
+            f"{request.num_inference_steps:>2} steps  cfg {request.guidance_scale!s:<4}  {prompt}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

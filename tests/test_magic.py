@@ -502,3 +502,22 @@ def test_boolean_sweep_axis_is_read_by_the_sweep_grammar(ip, values):
 def test_bad_sweep_values_are_one_line_errors(ip):
     result, stdout, stderr, _ = run(ip, "%%flux -x safety=maybe --dry-run\na fox")
     assert_one_line_error(result, stdout, stderr, "maybe", "true or false")
+
+
+def test_login_uses_the_backends_login(ip, monkeypatch):
+    from flux_nb import backend
+
+    calls = []
+    monkeypatch.setattr(backend, "login", lambda: calls.append(1))
+    _, stdout, stderr, _ = run(ip, "%flux login")
+    assert calls == [1] and "key set" in stdout, stderr
+
+
+def test_login_with_an_empty_key_changes_nothing(ip, monkeypatch):
+    from flux_nb import backend
+
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "   ")
+    monkeypatch.setattr(backend, "_session_key", None)
+    result, stdout, stderr, _ = run(ip, "%flux login")
+    assert backend._session_key is None and "key set" not in stdout
+    assert "Traceback" not in stdout + stderr and stderr.startswith("flux: ") and "non-empty" in stderr
