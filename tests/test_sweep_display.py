@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
+from flux_nb.errors import FluxValidationError  # noqa: E402
 from flux_nb.sweeps import sweep  # noqa: E402
 from flux_nb.sweeps.figure import wrap_label  # noqa: E402
 
@@ -83,8 +84,9 @@ def test_grid_pages_cover_every_cell_once():
         assert sorted(seen) == sorted(itertools.product(range(nx), range(ny), range(nz)))
         assert all(len(xs) * len(ys) * len(zs) <= per for xs, ys, zs in pages)
     assert len(grid_pages(3, 2, 50, 64)) == 5  # whole 3x2 sub-grids, 10 to a page
-    with pytest.raises(ValueError):
+    with pytest.raises(FluxValidationError) as info:
         grid_pages(1, 1, 1, 0)
+    assert info.value.errors[0].field == "max_cells"
 
 
 def test_a_1000_cell_sweep_pages_inline_and_stays_small(data_dir):
@@ -106,8 +108,9 @@ def test_a_1000_cell_sweep_pages_inline_and_stays_small(data_dir):
     sheet, first = page.grid(thumb=64), result.page(1).grid(thumb=64)
     assert abs(sheet.size[0] - first.size[0]) < 32 and sheet.size[0] > 10 * 64 and sheet.size[1] < first.size[1] * 0.8
     for bad in (0, 21, "2", True):
-        with pytest.raises(ValueError, match="pages 1 to 20"):
+        with pytest.raises(FluxValidationError, match="from 1 to 20") as info:
             result.page(bad)
+        assert info.value.errors[0].field == "page" and info.value.errors[0].value == bad
     total = sum(len(result.page(n)._repr_mimebundle_()["text/html"]) for n in range(1, 21))
     assert total < 8_000_000  # even every page shown stays within a few MB
 
@@ -117,3 +120,19 @@ def test_a_small_sweep_is_one_page_without_a_paging_note(data_dir):
     assert result.pages == 1
     html_text = result._repr_mimebundle_()["text/html"]
     assert "page" not in html_text and "data:image/jpeg;base64," in html_text
+
+
+def test_bad_cell_and_layout_arguments_are_validation_errors_naming_them(data_dir):
+    result = _finished(sweep("a {red|blue} fox", guidance="2-3", seed=1, dry_run=True))
+    assert result.cell(guidance=3, prompt="a blue fox").request.guidance_scale == 3.0
+    with pytest.raises(FluxValidationError) as info:
+        result.cell(guidance=9)
+    assert info.value.errors[0].field == "guidance" and "2, 3" in str(info.value)
+    with pytest.raises(FluxValidationError) as info:
+        result.cell(colour="red")
+    assert info.value.errors[0].field == "colour" and "guidance_scale" in str(info.value)
+    with pytest.raises(FluxValidationError) as info:
+        result.grid(x="steps")
+    assert info.value.errors[0].field == "x" and info.value.errors[0].value == "steps"
+    with pytest.raises(FluxValidationError, match="only once"):
+        result.grid(x="guidance", y="guidance_scale")

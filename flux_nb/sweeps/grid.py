@@ -12,6 +12,7 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from ..errors import FieldError, FluxValidationError
 from .plan import Axis, _field_of, format_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,6 +108,10 @@ def wrap(text: str, font: Any, width: int) -> list[str]:
     return lines
 
 
+def _invalid(argument: str, value: Any, message: str) -> FluxValidationError:
+    return FluxValidationError([FieldError(argument, value, message, "value_error")])
+
+
 def resolve_layout(
     axes: Sequence[Axis], x: str | None = None, y: str | None = None, z: str | Sequence[str] | None = None
 ) -> tuple[Axis | None, Axis | None, list[Axis]]:
@@ -116,19 +121,20 @@ def resolve_layout(
     """
     by_name = {a.name: a for a in axes}
 
-    def find(name: str) -> Axis:
+    def find(name: str, argument: str) -> Axis:
         key = name if name in by_name else _field_of(name)
         if key not in by_name:
-            raise ValueError(f"no axis {name!r} in this sweep; its axes are: {', '.join(by_name) or 'none'}")
+            allowed = ", ".join(by_name) or "none"
+            raise _invalid(argument, name, f"no axis {name!r} in this sweep; its axes are: {allowed}")
         return by_name[key]
 
-    chosen_x = find(x) if x else None
-    chosen_y = find(y) if y else None
+    chosen_x = find(x, "x") if x else None
+    chosen_y = find(y, "y") if y else None
     z_names = [z] if isinstance(z, str) else list(z or [])
-    chosen_z = [find(n) for n in z_names]
+    chosen_z = [find(n, "z") for n in z_names]
     used = {a.name for a in (chosen_x, chosen_y, *chosen_z) if a is not None}
     if len(used) < len([a for a in (chosen_x, chosen_y, *chosen_z) if a is not None]):
-        raise ValueError("an axis can be used only once among x, y and z")
+        raise _invalid("z" if z_names else "y", {"x": x, "y": y, "z": z}, "an axis can be used only once among x, y and z")
     rest = [a for a in axes if a.name not in used]
     if chosen_x is None and rest:
         chosen_x = rest.pop(0)
@@ -149,8 +155,8 @@ def grid_pages(nx: int, ny: int, nz: int, max_cells: int) -> list[Window]:
     rows (and a row longer than a page into runs of columns). Every cell is on exactly one page,
     in reading order. Pure.
     """
-    if max_cells < 1:
-        raise ValueError(f"max_cells={max_cells!r}: must be at least 1")
+    if isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells < 1:
+        raise _invalid("max_cells", max_cells, "must be a whole number of at least 1")
     nx, ny, nz = max(1, nx), max(1, ny), max(1, nz)
     if nx * ny <= max_cells:
         per = max_cells // (nx * ny)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from ..errors import FluxCancelledError, FluxError, FluxStoreError
+from ..errors import FieldError, FluxCancelledError, FluxError, FluxStoreError, FluxValidationError
 from ..params import FluxRequest, LoraWeight
 from ..result import FluxImage, FluxResult
 from . import grid as _grid
@@ -249,14 +249,29 @@ class SweepResult:
         return [c for c in self.cells if c.status == "failed"]
 
     def cell(self, **values: Any) -> SweepCell:
-        """The cell with these axis values (``result.cell(guidance_scale=3.5, seed=2)``)."""
+        """The cell with these axis values (``result.cell(guidance_scale=3.5, seed=2)``).
+
+        A name that is not an axis, a value the axis does not have, or values no one cell has
+        together are a :class:`~flux_nb.errors.FluxValidationError` naming them.
+        """
         from .plan import _field_of
 
-        wanted = {(k if k in self.cells[0].values else _field_of(k)): v for k, v in values.items()} if self.cells else {}
+        known = self.cells[0].values if self.cells else {}
+        wanted = {(k if k in known else _field_of(k)): v for k, v in values.items()}
+        errors = []
+        for (name, value), key in zip(values.items(), wanted):
+            if key not in known:
+                errors.append(FieldError(name, value, f"not an axis of this sweep; its axes are: {', '.join(known) or 'none'}"))
+                continue
+            allowed = list(dict.fromkeys(format_value(c.values[key]) for c in self.cells))
+            if not any(c.values.get(key) == value for c in self.cells):
+                errors.append(FieldError(name, value, f"not a value of this axis; it has: {', '.join(allowed)}"))
+        if errors:
+            raise FluxValidationError(errors)
         for c in self.cells:
             if all(c.values.get(k) == v for k, v in wanted.items()):
                 return c
-        raise KeyError(f"no cell with {values}")
+        raise FluxValidationError([FieldError("cell", values, "no one cell has all of these values")])
 
     def summary(self) -> SweepSummary:
         """Counts (cells, requests, images, megapixels), the estimated cost and how the cells went."""
@@ -450,7 +465,9 @@ class SweepResult:
         at most :data:`INLINE_MAX_CELLS` cells. Displays itself in a notebook like the sweep does."""
         pages = self._pages()
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(pages):
-            raise ValueError(f"page={n!r}: this sweep has pages 1 to {len(pages)}")
+            raise FluxValidationError(
+                [FieldError("page", n, f"must be a whole number from 1 to {len(pages)} (this sweep's pages)")]
+            )
         return SweepPage(self, n, len(pages), pages[n - 1])
 
     def show(self, page: int = 1) -> "SweepPage":
