@@ -250,11 +250,17 @@ class FluxRequest:
         """Build from fal's JSON input (as a client would send it). Unknown keys are refused."""
         if not isinstance(data, Mapping):
             raise FluxValidationError([FieldError("body", data, "must be a JSON object", "type_error")])
-        for key in data:
-            if not isinstance(key, str) or key in FIELD_ALIASES:
-                # fal's JSON uses full names only; aliases are a Python convenience.
-                raise FluxValidationError([_unknown_field(key, data[key])])
-        return cls(**dict(data))
+        # fal's JSON uses full names only (aliases are a Python convenience); every bad key is
+        # reported together with every bad value.
+        bad = [_unknown_field(k, v) for k, v in data.items() if not isinstance(k, str) or k in FIELD_ALIASES]
+        good = {k: v for k, v in data.items() if isinstance(k, str) and k not in FIELD_ALIASES}
+        try:
+            request = cls(**good)
+        except FluxValidationError as exc:
+            raise FluxValidationError(bad + exc.errors) from None
+        if bad:
+            raise FluxValidationError(bad)
+        return request
 
     def replace(self, **changes: Any) -> "FluxRequest":
         """A copy with some fields changed (aliases allowed), validated again."""
