@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "set_session_key": "flux_nb.backend",
     # front ends
     "Panel": "flux_nb.panel",
-    "HistoryEntry": "flux_nb.panel",
+    "PanelHistoryEntry": "flux_nb.panel",
     # sweeps
     "sweep": "flux_nb.sweeps",
     "asweep": "flux_nb.sweeps",
@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "Store": "flux_nb.store",
     "get_store": "flux_nb.store",
     "history": "flux_nb.store",
+    "HistoryEntry": "flux_nb.store",
     "read_metadata": "flux_nb.metadata",
     "read_info": "flux_nb.metadata",
     # errors
