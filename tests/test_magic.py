@@ -365,6 +365,7 @@ def test_progress_shows_queue_time_and_logs_then_clears(ip, live_server):
 def test_ctrl_c_cancels_the_job_on_the_server(ip, live_server):
     server = live_server(latency=20)
     run(ip, f"%config FluxMagics.endpoint = '{server.url}'")
+    run(ip, "%config FluxMagics.progress = 'on'")  # so the progress line can say "cancelled"
 
     def interrupt_when_running():
         deadline = time.monotonic() + 30
@@ -381,7 +382,7 @@ def test_ctrl_c_cancels_the_job_on_the_server(ip, live_server):
     result, stdout, stderr, outputs = run(ip, "%%flux --steps 2\na fox")
     thread.join()
     assert isinstance(result.error_in_exec, KeyboardInterrupt)  # not swallowed: Run All stops here
-    assert "cancelled" in [o.data.get("text/plain") for o in outputs] or magics(ip).progress == "auto"
+    assert "cancelled" in [o.data.get("text/plain") for o in outputs], outputs
     deadline = time.monotonic() + 20
     while httpx.get(f"{server.url}/stats").json()["jobs"]["cancelled"] == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -466,7 +467,10 @@ def test_sweep_options_call_sweep_in_axis_order(ip, monkeypatch):
 def test_real_sweep_dry_run(ip):
     result, stdout, stderr, _ = run(ip, "%%flux -x guidance=2,3.5,5 -y steps=4,8 -s 1 --dry-run\na fox")
     assert result.error_in_exec is None and "Traceback" not in stdout + stderr
-    assert result.result is not None
+    plan = result.result
+    assert plan.dry_run and len(plan.cells) == 6
+    assert sorted({c.request.guidance_scale for c in plan.cells}) == [2.0, 3.5, 5.0]
+    assert {c.request.num_inference_steps for c in plan.cells} == {4, 8} and {c.request.seed for c in plan.cells} == {1}
 
 
 def test_oversized_sweep_is_refused_with_the_magics_way_to_raise_the_cap(ip, live_server):
