@@ -140,12 +140,8 @@ class HistoryEntry:
 
     @property
     def files_exist(self) -> bool:
+        """Whether every image file of this generation is still on disk."""
         return all(p.is_file() for p in self.paths)
-
-    @property
-    def missing_files(self) -> list[Path]:
-        """The image files of this generation that are no longer on disk."""
-        return [p for p in self.paths if not p.is_file()]
 
     def load(self) -> FluxResult:
         """The generation with its images read back from disk (``cached=True``)."""

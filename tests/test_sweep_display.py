@@ -136,3 +136,20 @@ def test_bad_cell_and_layout_arguments_are_validation_errors_naming_them(data_di
     assert info.value.errors[0].field == "x" and info.value.errors[0].value == "steps"
     with pytest.raises(FluxValidationError, match="only once"):
         result.grid(x="guidance", y="guidance_scale")
+
+
+def test_mosaic_shape_and_cell_coords_are_the_one_place_for_layout_math():
+    import inspect
+
+    from flux_nb.sweeps.grid import cell_coords, mosaic_shape, render_grid
+    from flux_nb.sweeps.plan import Axis
+    from flux_nb.sweeps.result import SweepCell
+
+    assert [mosaic_shape(n) for n in (0, 1, 2, 4, 5, 9, 10)] == [(1, 1), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 3)]
+    axes = [Axis(name, (1, 2, 3)) for name in ("seed", "guidance_scale", "num_inference_steps")]
+    index = {a.name: k for k, a in enumerate(axes)}
+    assert cell_coords(index, axes[1], axes[2], [axes[0]], 2, 1, (0,)) == (0, 2, 1)
+    assert cell_coords(index, None, None, [], 0, 0, ()) == (0, 0, 0)
+    # the parameters nothing passed are gone
+    assert "max_cells" not in inspect.signature(render_grid).parameters
+    assert "offload" not in inspect.signature(SweepCell.finish).parameters

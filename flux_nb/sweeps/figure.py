@@ -7,7 +7,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .plan import Axis, format_value
-from .grid import resolve_layout
+from .grid import cell_coords, resolve_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -72,14 +72,7 @@ def render_figure(
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            coords = [0] * len(axes)
-            if ax_x:
-                coords[index[ax_x.name]] = i
-            if ax_y:
-                coords[index[ax_y.name]] = j
-            for a, k in zip(ax_z, combo):
-                coords[index[a.name]] = k
-            cell = by_coords.get(tuple(coords))
+            cell = by_coords.get(cell_coords(index, ax_x, ax_y, ax_z, i, j, combo))
             if ax_x and j == 0:
                 label = f"{ax_x.title}: {format_value(ax_x.values[i])}"
                 ax.set_title(wrap_label(label, col_width, fontsize), fontsize=fontsize)

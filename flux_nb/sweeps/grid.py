@@ -20,7 +20,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..result import FluxResult
 
-__all__ = ["THUMB_SIZE", "Window", "grid_pages", "make_thumbnail", "render_grid", "resolve_layout"]
+__all__ = [
+    "THUMB_SIZE",
+    "Window",
+    "cell_coords",
+    "grid_pages",
+    "make_thumbnail",
+    "mosaic_shape",
+    "render_grid",
+    "resolve_layout",
+]
 
 #: Longest side of the thumbnail each finished cell keeps in memory (as JPEG bytes).
 THUMB_SIZE = 256
@@ -46,6 +55,28 @@ def _fit(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def mosaic_shape(count: int) -> tuple[int, int]:
+    """Columns and rows of the near-square grid that one cell's ``count`` images make. Pure."""
+    cols = max(1, math.ceil(math.sqrt(count)))
+    return cols, max(1, math.ceil(count / cols))
+
+
+def cell_coords(
+    index: dict[str, int], ax_x: Axis | None, ax_y: Axis | None, ax_z: Sequence[Axis], i: int, j: int,
+    combo: Sequence[int],
+) -> tuple[int, ...]:
+    """A cell's coordinates (its position on each sweep axis, ``index`` giving each axis's place)
+    at column ``i``, row ``j`` of the sub-grid ``combo`` of the z axes. Pure."""
+    coords = [0] * len(index)
+    if ax_x:
+        coords[index[ax_x.name]] = i
+    if ax_y:
+        coords[index[ax_y.name]] = j
+    for axis, k in zip(ax_z, combo):
+        coords[index[axis.name]] = k
+    return tuple(coords)
+
+
 def mosaic(images: Sequence["Image.Image"], box_w: int, box_h: int) -> "Image.Image":
     """The images of one cell fitted into a ``box_w`` x ``box_h`` tile (one image, or a small grid)."""
     from PIL import Image
@@ -53,8 +84,7 @@ def mosaic(images: Sequence["Image.Image"], box_w: int, box_h: int) -> "Image.Im
     tile = Image.new("RGB", (box_w, box_h), _BG)
     if not images:
         return tile
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
+    cols, rows = mosaic_shape(len(images))
     sub_w, sub_h = box_w // cols, box_h // rows
     for i, image in enumerate(images):
         image = image.convert("RGB")
@@ -77,8 +107,7 @@ def make_thumbnail(result: "FluxResult", size: int = THUMB_SIZE) -> bytes:
     if not images:
         w, h = size, size
     else:
-        cols = math.ceil(math.sqrt(len(images)))
-        rows = math.ceil(len(images) / cols)
+        cols, rows = mosaic_shape(len(images))
         w, h = _fit(images[0].width * cols, images[0].height * rows, size, size)
     out = io.BytesIO()
     mosaic(images, w, h).save(out, "JPEG", quality=85)
@@ -180,15 +209,13 @@ def render_grid(
     y: str | None = None,
     z: str | Sequence[str] | None = None,
     thumb: int = THUMB_SIZE,
-    max_cells: int | None = None,
     window: Window | None = None,
 ) -> tuple["Image.Image", int]:
     """Draw the contact sheet; return it and how many cells it shows.
 
     ``cells`` are in product order of ``axes`` (each has ``.coords``, ``.status``, ``.error``,
     ``.request``); ``tile_of(cell, w, h)`` gives a cell's picture fitted to the tile (or None).
-    ``window`` draws only those columns, rows and sub-grids (a page of :func:`grid_pages`);
-    ``max_cells`` draws the first page of that size (for inline previews).
+    ``window`` draws only those columns, rows and sub-grids (a page of :func:`grid_pages`).
     """
     from PIL import Image, ImageDraw
 
@@ -197,8 +224,6 @@ def render_grid(
     by_coords = {tuple(c.coords): c for c in cells}
 
     all_combos = list(itertools.product(*(range(len(a)) for a in ax_z))) or [()]
-    if window is None and max_cells is not None:
-        window = grid_pages(len(ax_x) if ax_x else 1, len(ax_y) if ax_y else 1, len(all_combos), max_cells)[0]
     if window is None:
         window = (range(len(ax_x) if ax_x else 1), range(len(ax_y) if ax_y else 1), range(len(all_combos)))
     xs, ys = list(window[0]), list(window[1])
@@ -259,14 +284,7 @@ def render_grid(
                 for n, line in enumerate(lines):
                     draw.text((side_w - pad - font.getlength(line), y0 + n * line_h), line, fill=_TEXT, font=font)
             for col, i in enumerate(xs):
-                coords = [0] * len(axes)
-                if ax_x:
-                    coords[index[ax_x.name]] = i
-                if ax_y:
-                    coords[index[ax_y.name]] = j
-                for a, k in zip(ax_z, combo):
-                    coords[index[a.name]] = k
-                cell = by_coords.get(tuple(coords))
+                cell = by_coords.get(cell_coords(index, ax_x, ax_y, ax_z, i, j, combo))
                 cx = side_w + col * (tile_w + gap)
                 _draw_cell(sheet, draw, cell, tile_of, cx, cy, tile_w, tile_h, font, line_h, pad)
         top += bh + 2 * pad

@@ -102,14 +102,14 @@ class SweepCell:
             return []
         return [im.path for im in self._result.images if im.path is not None]
 
-    def finish(self, result: FluxResult, *, offload: bool = True, wall_time: float | None = None) -> None:
+    def finish(self, result: FluxResult, *, wall_time: float | None = None) -> None:
         """Record a finished generation; keep a thumbnail and drop image bytes saved on disk."""
         self.thumbnail = _grid.make_thumbnail(result)
         self.wall_time = wall_time
         self.status = "cached" if result.cached else "done"
         self.error = None
         saved = all(im.path is not None and Path(im.path).is_file() for im in result.images)
-        if offload and saved and result.images:
+        if saved and result.images:
             light = [dataclasses.replace(im, data=b"") for im in result.images]
             self._result = dataclasses.replace(result, images=light)
             self._on_disk = True
@@ -155,8 +155,7 @@ class SweepCell:
         if result is None:
             return None
         images = [im.to_pil() for im in result.images]
-        cols = max(1, int(len(images) ** 0.5 + 0.999))
-        rows = -(-len(images) // cols)
+        cols, rows = _grid.mosaic_shape(len(images))
         w, h = _grid._fit(result.images[0].width * cols, result.images[0].height * rows, width, height)
         return _grid.mosaic(images, w, h)
 
