@@ -79,7 +79,7 @@ class FieldError:
         """This error as one entry of fal's 422 ``detail`` list."""
         loc: list[Any] = ["body"]
         for part in self.field.split("."):
-            loc.append(int(part) if part.isdigit() else part)
+            loc.append(int(part) if part.isascii() and part.isdigit() else part)
         return {"loc": loc, "msg": self.message, "type": self.kind}
 
 

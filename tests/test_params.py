@@ -181,3 +181,9 @@ def test_cache_key_follows_a_local_lora_file_changing(tmp_path):
     lora.write_bytes(b"v2 longer")
     os.utime(lora, ns=(1, 2))
     assert req.cache_key() != before
+
+
+def test_error_locations_keep_non_ascii_digit_keys_as_text():
+    with pytest.raises(FluxValidationError) as info:
+        FluxRequest.from_dict({"prompt": "x", "\u00b2": 1})
+    assert info.value.errors[0].to_fal()["loc"] == ["body", "\u00b2"]
