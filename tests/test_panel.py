@@ -338,6 +338,14 @@ def test_cancel_with_nothing_running(panel):
     assert panel.status == "Nothing to cancel."
 
 
+def test_cancel_button_is_live_only_while_busy(panel):
+    assert panel.cancel_button.disabled
+    panel.busy = True
+    assert not panel.cancel_button.disabled
+    panel.busy = False
+    assert panel.cancel_button.disabled
+
+
 def test_sweep_tab_estimate_and_run(panel):
     panel.prompt.value = "a tree"
     panel.size.value = "square"

@@ -146,6 +146,9 @@ class Panel(widgets.VBox):
         self.cancel_button = _classed(widgets.Button(description="Cancel", button_style="warning", icon="stop"),
                                       "flux-nb-cancel")
         self.cancel_button.on_click(lambda _b: self.cancel())
+        # Cancel is live only while something runs, so an idle panel doesn't invite a no-op click.
+        self.cancel_button.disabled = True
+        self.observe(lambda change: setattr(self.cancel_button, "disabled", not change["new"]), "busy")
         self.status_line = _classed(widgets.HTML(), "flux-nb-status")
         self.code_toggle = _classed(widgets.ToggleButton(description="Copy as code", icon="code", value=False),
                                     "flux-nb-code-toggle")
