@@ -268,9 +268,20 @@ def test_engines_resolve_uploaded_and_remote_lora_files(live_server, tmp_path):
             final = sse_statuses(c, handle["status_url"], logs=1)[-1]
             return final, c.get(handle["response_url"])
 
-        for path, content in ((own, b"own-weights"), (remote, b"remote-weights"), (remote, b"remote-weights"), (big, b"big-weights")):
+        for path, content in ((own, b"own-weights"), (big, b"big-weights")):
             final, result = run(path)
             assert result.status_code == 200
             assert any(e["message"] == f"lora bytes: {content.decode()}" for e in final["logs"])
+        # A URL on this machine or its network is not fetched unless the operator allows local sources.
+        final, result = run(remote)
+        assert result.status_code == 422 and "private or local" in result.json()["detail"][0]["msg"]
         final, result = run(str(local))  # local paths are refused unless the server allows them
         assert result.status_code == 422 and result.json()["detail"][0]["loc"][:2] == ["body", "loras"]
+
+    trusting = live_server(engine=FileReadingEngine(), token="t", allow_local_paths=True)
+    with httpx.Client(base_url=trusting.url, timeout=20, headers=auth) as c:
+        for _ in range(2):  # the second time from the server's cache
+            handle = submit(c, loras=[{"path": remote, "scale": 1}])
+            final = sse_statuses(c, handle["status_url"], logs=1)[-1]
+            assert c.get(handle["response_url"]).status_code == 200
+            assert any(e["message"] == "lora bytes: remote-weights" for e in final["logs"])

@@ -56,7 +56,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--fault-seed", type=int, default=None, help="seed making the faults reproducible")
     parser.add_argument("--result-ttl", type=_non_negative, default=3600.0, help="seconds finished results are kept (default 3600)")
     parser.add_argument("--allow-local-paths", action="store_true",
-                        help="let LoRA paths name files on this machine (only for a server you alone use)")
+                        help="trust local sources: LoRA paths may name files on this machine and LoRA URLs may point at private addresses (only for a server you alone use)")
     parser.add_argument("--public-url", default=None, help="base URL to put in answers (behind a proxy)")
     group = parser.add_argument_group("diffusers engine")
     group.add_argument("--model", default=None, help="local diffusers pipeline folder or cached model id")
