@@ -195,9 +195,12 @@ def test_cancel_running_job_stops_it(live_server):
         wait_status(c, handle["status_url"], "IN_PROGRESS")
         assert c.put(handle["cancel_url"]).status_code == 202
         events = sse_statuses(c, handle["status_url"], logs=1)
+        result = c.get(handle["response_url"])
     final = events[-1]
     assert final["status"] == "COMPLETED" and final["error_type"] == "request_cancelled"
-    assert not any("preview image" in e["message"] for e in final["logs"])  # stopped before drawing
+    # stopped at its next check (in the engine or its first simulated wait), and no result
+    assert sum("simulated work" in e["message"] for e in final["logs"]) <= 1
+    assert result.status_code == 400 and result.json()["error_type"] == "request_cancelled"
 
 
 def test_cancel_completed_and_unknown(client):

@@ -51,7 +51,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--engine", default="preview", choices=["preview", "diffusers"], help="image engine (default preview)")
     parser.add_argument("--workers", type=_positive_int, default=2, help="jobs run at once (default 2; a GPU engine may allow fewer)")
     parser.add_argument("--token", default=None, help="require 'Authorization: Key TOKEN' (default: $FLUX_NB_TOKEN, else none)")
-    parser.add_argument("--latency", type=_non_negative, default=0.0, help="simulated seconds of work per image")
+    parser.add_argument("--latency", type=_non_negative, default=0.0, help="seconds of work per image, the engine's own time included")
     parser.add_argument("--fail-rate", type=_fraction, default=0.0, help="fraction of requests answered with a fault (0..1)")
     parser.add_argument("--fault-seed", type=int, default=None, help="seed making the faults reproducible")
     parser.add_argument("--result-ttl", type=_non_negative, default=3600.0, help="seconds finished results are kept (default 3600)")
